@@ -1,0 +1,458 @@
+"""The scopes: ``evaluating``, ``frozen`` and ``allow``.
+
+Each is a context manager and a decorator. As a decorator, every call enters a fresh scope, so
+recursive and concurrent calls each get their own. One scope object may also be entered again while
+it is already entered (in the same or another thread): every entry keeps its own state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import torch
+from torch import nn
+
+from gradguard import _findings, _state
+from gradguard._decorators import scoped
+
+F = TypeVar("F", bound=Callable[..., Any])
+Mode = Literal["no_grad", "inference", "grad"]
+MODES: tuple[str, ...] = ("no_grad", "inference", "grad")
+
+
+def check_mode(mode: object, where: str) -> str:
+    """Validate a grad mode name.
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`MODES`.
+    """
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(
+            f"{where} got mode={mode!r}; valid modes are 'no_grad' (torch.no_grad), "
+            "'inference' (torch.inference_mode) and 'grad' (leave gradients as they are)"
+        )
+    return mode
+
+
+def check_modules(modules: tuple[object, ...], where: str, *, allow_empty: bool = False) -> None:
+    """Validate that every item is an ``nn.Module``.
+
+    Raises:
+        TypeError: none was given (unless ``allow_empty``), or an item is not an ``nn.Module``.
+    """
+    if not modules and not allow_empty:
+        raise TypeError(
+            f"{where} needs at least one torch.nn.Module, e.g. {where.split('(')[0]}(model)"
+        )
+    for index, module in enumerate(modules):
+        if not isinstance(module, nn.Module):
+            raise TypeError(
+                f"{where} takes torch.nn.Module objects; argument {index} is "
+                f"{type(module).__module__}.{type(module).__qualname__} ({module!r:.80})"
+            )
+
+
+def describe(modules: tuple[nn.Module, ...]) -> str:
+    """A short human name for a set of models: their class names."""
+    return ", ".join(type(m).__name__ for m in modules)
+
+
+class _Scope:
+    """Shared machinery: per-thread entry stacks, decorator use, exception-safe exit."""
+
+    _what = "scope"
+
+    def __init__(self) -> None:
+        self._entries: dict[int, list[Any]] = {}
+
+    def _enter(self) -> Any:
+        raise NotImplementedError
+
+    def _exit(self, token: Any, failing: bool) -> None:
+        raise NotImplementedError
+
+    def _clone(self) -> _Scope:
+        raise NotImplementedError
+
+    def __enter__(self) -> None:
+        token = self._enter()
+        self._entries.setdefault(threading.get_ident(), []).append(token)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        ident = threading.get_ident()
+        stack = self._entries[ident]
+        token = stack.pop()
+        if not stack:
+            del self._entries[ident]
+        self._exit(token, exc_type is not None)
+
+    def __call__(self, fn: F) -> F:
+        return scoped(fn, self._clone, self._what)
+
+
+def _report_changed(check_site_failing: bool, message: str, fix: str) -> None:
+    """Report GG006; while an exception is already propagating, never replace it."""
+    if not check_site_failing:
+        _findings.report("scope-state-changed", message, fix)
+        return
+    # The user's own exception is the one that matters here: a strict finding must not replace it.
+    with contextlib.suppress(Exception):
+        _findings.report("scope-state-changed", message, fix)
+
+
+class _GraphWatch:
+    """GG001 inside a scope: a saved-tensors hook that fires only if a graph is recorded."""
+
+    __slots__ = ("hooks", "mode", "reported", "what")
+
+    def __init__(self, what: str, mode: str) -> None:
+        self.what = what
+        self.mode = mode
+        self.reported = False
+        self.hooks: Any = None
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        if not self.reported and not torch.compiler.is_compiling():
+            self.reported = True
+            _findings.report(
+                "graph-in-inference",
+                f"an autograd graph was recorded inside {self.what} (mode={self.mode!r}): "
+                "gradients were turned back on inside the scope, so this forward keeps "
+                "activations alive for a backward that inference never runs",
+                "remove the torch.enable_grad()/set_grad_enabled(True) from inside the scope, "
+                "or use mode='grad' if you need gradients there (saliency, adversarial inputs)",
+            )
+        return tensor
+
+    @staticmethod
+    def unpack(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def start(self) -> None:
+        try:
+            self.hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+            self.hooks.__enter__()
+        except RuntimeError:  # saved-tensor hooks are disabled here (e.g. by a compiler pass)
+            self.hooks = None
+
+    def stop(self) -> None:
+        if self.hooks is not None:
+            self.hooks.__exit__(None, None, None)
+            self.hooks = None
+
+
+class _EvalToken:
+    __slots__ = ("grad_ctx", "graph", "hold", "optimizers")
+
+    def __init__(self) -> None:
+        self.hold: _state.Hold | None = None
+        self.grad_ctx: Any = None
+        self.graph: _GraphWatch | None = None
+        self.optimizers: list[Any] = []
+
+
+# id(optimizer) -> [count, was in train mode, optimizer]
+_optimizer_counts: dict[int, list[Any]] = {}
+
+
+def _optimizer_in_train_mode(optimizer: Any) -> bool:
+    groups = getattr(optimizer, "param_groups", None)
+    if groups and isinstance(groups[0], dict) and "train_mode" in groups[0]:
+        return bool(groups[0]["train_mode"])
+    return True
+
+
+def _switchable(optimizer: object) -> bool:
+    return callable(getattr(optimizer, "eval", None)) and callable(
+        getattr(optimizer, "train", None)
+    )
+
+
+class evaluating(_Scope):
+    """Put models in eval mode with gradients off, then put everything back exactly.
+
+    On enter, every submodule of every given module is switched to eval (a module that
+    overrides ``train()`` has its override called, as ``model.eval()`` would), and the grad mode
+    of ``mode`` is entered. On exit, normal or by exception, each submodule gets back its *own*
+    ``training`` flag (a frozen BatchNorm stays in eval, a model that was in eval stays in eval)
+    and the grad mode from before comes back. Also works as a decorator; every call gets a fresh
+    scope.
+
+    Thread locality: the grad mode is thread local, but ``module.training`` is shared by all
+    threads. Scopes over one model in many threads keep it in eval while any of them is open, and
+    the last one to close restores the original flags.
+
+    Args:
+        *modules: the models (any ``nn.Module``, including ``DistributedDataParallel`` and
+            ``torch.compile`` results) to hold in eval.
+        mode: ``"no_grad"`` (``torch.no_grad``), ``"inference"`` (``torch.inference_mode``) or
+            ``"grad"`` (gradients left as they are: eval mode for saliency or adversarial work).
+        optimizers: optimizers with callable ``.eval()``/``.train()`` (schedule-free optimizers)
+            are switched to eval on enter and back on exit; plain optimizers are accepted and left
+            alone.
+
+    Raises:
+        TypeError: no module, or something that is not an ``nn.Module``, or an optimizer that is
+            neither a ``torch.optim.Optimizer`` nor has ``.eval()``/``.train()``.
+        ValueError: an unknown ``mode``.
+
+    Warns:
+        ScopeStateChangedWarning: (GG006) code inside the scope switched a managed module back
+            to training or changed the grad mode; it is put right, then reported.
+        GraphInInferenceWarning: (GG001) an autograd graph was recorded inside a ``"no_grad"`` or
+            ``"inference"`` scope.
+
+    Example:
+        >>> import torch, gradguard
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout())
+        >>> with gradguard.evaluating(model):
+        ...     out = model(torch.randn(2, 4))
+        >>> model.training, out.requires_grad
+        (True, False)
+    """
+
+    _what = "evaluating"
+
+    def __init__(
+        self,
+        *modules: nn.Module,
+        mode: Mode = "no_grad",
+        optimizers: tuple[Any, ...] | list[Any] = (),
+    ) -> None:
+        super().__init__()
+        check_modules(modules, "evaluating(...)")
+        check_mode(mode, "evaluating(...)")
+        optimizers = tuple(optimizers)
+        for optimizer in optimizers:
+            if not (_switchable(optimizer) or isinstance(optimizer, torch.optim.Optimizer)):
+                raise TypeError(
+                    "evaluating(optimizers=...) takes torch.optim.Optimizer objects or objects "
+                    "with callable .eval() and .train() (schedule-free optimizers); "
+                    f"got {optimizer!r}"
+                )
+        self.modules: tuple[nn.Module, ...] = modules
+        self.mode: str = mode
+        self.optimizers: tuple[Any, ...] = tuple(o for o in optimizers if _switchable(o))
+        self._label = f"evaluating({describe(modules)})"
+
+    def _clone(self) -> evaluating:
+        return evaluating(*self.modules, mode=self.mode, optimizers=self.optimizers)  # type: ignore[arg-type]
+
+    def _enter(self) -> _EvalToken:
+        token = _EvalToken()
+        try:
+            token.hold = _state.hold_eval(_state.tree_of(self.modules))
+            for optimizer in self.optimizers:
+                _hold_optimizer(optimizer)
+                token.optimizers.append(optimizer)
+            if self.mode == "no_grad":
+                token.grad_ctx = torch.no_grad()
+            elif self.mode == "inference":
+                token.grad_ctx = torch.inference_mode()
+            if token.grad_ctx is not None:
+                token.grad_ctx.__enter__()
+                token.graph = _GraphWatch(self._label, self.mode)
+                token.graph.start()
+        except BaseException:
+            self._exit(token, True)
+            raise
+        return token
+
+    def _exit(self, token: _EvalToken, failing: bool) -> None:
+        grad_changed = ""
+        try:
+            if token.graph is not None:
+                token.graph.stop()
+            if token.grad_ctx is not None:
+                if self.mode == "no_grad" and torch.is_grad_enabled():
+                    grad_changed = "gradients were re-enabled"
+                elif self.mode == "inference" and not torch.is_inference_mode_enabled():
+                    grad_changed = "inference mode was switched off"
+                token.grad_ctx.__exit__(None, None, None)
+        finally:
+            changed: list[nn.Module] = []
+            try:
+                if token.hold is not None:
+                    changed = _state.release_eval(token.hold)
+            finally:
+                for optimizer in reversed(token.optimizers):
+                    _release_optimizer(optimizer)
+        if changed:
+            names = ", ".join(sorted({type(m).__name__ for m in changed}))
+            _report_changed(
+                failing,
+                f"code inside {self._label} switched {len(changed)} module(s) back to training "
+                f"mode ({names}); they were put back in eval while the scope was open and "
+                "restored to their own flags at exit",
+                "move model.train() after the with-block (or after the decorated call); "
+                "the scope restores the training flags itself",
+            )
+        if grad_changed:
+            _report_changed(
+                failing,
+                f"{grad_changed} inside {self._label} (mode={self.mode!r}) and not turned back; "
+                "the grad mode from before the scope was restored at exit",
+                "use a nested `with torch.enable_grad():` block instead of "
+                "torch.set_grad_enabled(True), or use mode='grad'",
+            )
+
+
+def _hold_optimizer(optimizer: Any) -> None:
+    with _state._lock:
+        entry = _optimizer_counts.get(id(optimizer))
+        if entry is not None:
+            entry[0] += 1
+            return
+        was_training = _optimizer_in_train_mode(optimizer)
+        _optimizer_counts[id(optimizer)] = [1, was_training, optimizer]
+        if was_training:
+            try:
+                optimizer.eval()
+            except BaseException:
+                del _optimizer_counts[id(optimizer)]
+                raise
+
+
+def _release_optimizer(optimizer: Any) -> None:
+    with _state._lock:
+        entry = _optimizer_counts[id(optimizer)]
+        entry[0] -= 1
+        if entry[0] == 0:
+            del _optimizer_counts[id(optimizer)]
+            if entry[1]:
+                optimizer.train()
+
+
+class _FrozenToken:
+    __slots__ = ("eval_hold", "params")
+
+    def __init__(self) -> None:
+        self.params: _state.ParamHold | None = None
+        self.eval_hold: _state.Hold | None = None
+
+
+class frozen(_Scope):
+    """Freeze parameters for a block (``requires_grad=False``), then give each its own flag back.
+
+    For fine-tuning a subset: parameters of the given modules stop requiring gradients while the
+    scope is open and get back their *own* ``requires_grad`` on exit, normal or by exception. With
+    ``eval=True`` the modules are also held in eval mode (freezing BatchNorm statistics and
+    dropout) and their training flags are restored exactly. The grad mode is not touched. Also works
+    as a decorator; every call gets a fresh scope.
+
+    Thread locality: ``requires_grad`` and ``module.training`` are shared by all threads; scopes
+    over the same parameters in many threads are counted, and the last one restores.
+
+    Args:
+        *modules: the modules whose parameters to freeze.
+        eval: also hold the modules in eval mode.
+
+    Raises:
+        TypeError: no module, or something that is not an ``nn.Module``.
+
+    Warns:
+        ScopeStateChangedWarning: (GG006) code inside the scope turned ``requires_grad`` back on
+            or switched a held module to training; it is put right, then reported.
+
+    Example:
+        >>> import torch, gradguard
+        >>> backbone, head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+        >>> with gradguard.frozen(backbone, eval=True):
+        ...     loss = head(backbone(torch.randn(2, 4))).sum()
+        >>> backbone.weight.requires_grad
+        True
+    """
+
+    _what = "frozen"
+
+    def __init__(self, *modules: nn.Module, eval: bool = False) -> None:
+        super().__init__()
+        check_modules(modules, "frozen(...)")
+        if not isinstance(eval, bool):
+            raise TypeError(f"frozen(eval=...) takes True or False, not {eval!r}")
+        self.modules: tuple[nn.Module, ...] = modules
+        self.eval: bool = eval
+        self._label = f"frozen({describe(modules)})"
+
+    def _clone(self) -> frozen:
+        return frozen(*self.modules, eval=self.eval)
+
+    def _enter(self) -> _FrozenToken:
+        token = _FrozenToken()
+        try:
+            token.params = _state.hold_frozen(_state.unique_parameters(self.modules))
+            if self.eval:
+                token.eval_hold = _state.hold_eval(_state.tree_of(self.modules))
+        except BaseException:
+            self._exit(token, True)
+            raise
+        return token
+
+    def _exit(self, token: _FrozenToken, failing: bool) -> None:
+        changed_params: list[torch.Tensor] = []
+        changed_modules: list[nn.Module] = []
+        try:
+            if token.eval_hold is not None:
+                changed_modules = _state.release_eval(token.eval_hold)
+        finally:
+            if token.params is not None:
+                changed_params = _state.release_frozen(token.params)
+        if changed_params:
+            _report_changed(
+                failing,
+                f"code inside {self._label} set requires_grad=True on {len(changed_params)} "
+                "parameter(s); they were frozen again while the scope was open and restored to "
+                "their own flags at exit",
+                "unfreeze parameters after the with-block; the scope restores requires_grad itself",
+            )
+        if changed_modules:
+            names = ", ".join(sorted({type(m).__name__ for m in changed_modules}))
+            _report_changed(
+                failing,
+                f"code inside {self._label} switched {len(changed_modules)} module(s) back to "
+                f"training mode ({names}); they were put back in eval while the scope was open "
+                "and restored to their own flags at exit",
+                "move model.train() after the with-block; the scope restores the flags itself",
+            )
+
+
+class allow(_Scope):
+    """Silence the named checks within a block, for intended uses.
+
+    Thread locality: silences checks in the current thread only. Also works as a decorator.
+
+    Args:
+        *checks: check names (``"train-mode-without-grad"``) or codes (``"GG002"``).
+
+    Raises:
+        ValueError: no check, or an unknown one; the message lists the valid names.
+
+    Example:
+        >>> import gradguard
+        >>> with gradguard.allow("train-mode-without-grad"):  # Monte-Carlo dropout
+        ...     pass
+    """
+
+    _what = "allow"
+
+    def __init__(self, *checks: str) -> None:
+        super().__init__()
+        self.checks: tuple[str, ...] = _findings.resolve_checks(checks)
+
+    def _clone(self) -> allow:
+        return allow(*self.checks)
+
+    def _enter(self) -> None:
+        _findings.push_allowed(self.checks)
+
+    def _exit(self, token: None, failing: bool) -> None:
+        _findings.pop_allowed(self.checks)
