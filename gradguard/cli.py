@@ -1,4 +1,4 @@
-"""The ``gradguard`` command: ``gradguard run`` (a script under the watchdog) and ``gradguard bench``.
+"""The ``gradguard`` command: ``gradguard run`` (a script under the watchdog), ``gradguard bench``.
 
 Each subcommand lives in its own module, imported only when it is used, which exposes
 ``configure_parser(parser)`` and ``main(namespace) -> int``.
@@ -17,26 +17,31 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (every subcommand's module is imported)."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``only``, just that subcommand's module is imported."""
     parser = argparse.ArgumentParser(
         prog="gradguard",
         description="Find no_grad/eval mistakes in PyTorch code and measure what no_grad saves.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        module.configure_parser(sub)
-        sub.set_defaults(_module=module)
+        if only is None or name == only:
+            module = importlib.import_module(module_name)
+            module.configure_parser(sub)
+            sub.set_defaults(_module=module)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gradguard`` console script and ``python -m gradguard``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if not args:
+    command = args[0] if args and args[0] in SUBCOMMANDS else None
+    parser = build_parser(only=command or "")
+    if command is None:
+        if args and args[0] in ("-h", "--help"):
+            parser.print_help()
+            return 0
         parser.print_help(sys.stderr)
         return 2
     namespace = parser.parse_args(args)
