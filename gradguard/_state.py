@@ -344,3 +344,14 @@ def held_counts() -> tuple[int, int]:
     """(trees held in eval, parameters held frozen): both 0 when no scope is open anywhere."""
     with _lock:
         return (len(_holds), len(_param_counts))
+
+
+def known_roots() -> list[nn.Module]:
+    """Every live module that a scope has been entered on (the roots, not their submodules)."""
+    roots: dict[int, nn.Module] = {}
+    for refs, _tree in list(_trees.values()):
+        for ref in refs:
+            root = ref()
+            if root is not None:
+                roots.setdefault(id(root), root)
+    return list(roots.values())
