@@ -18,6 +18,7 @@ from gradguard._findings import (
     clear_findings,
     findings,
 )
+from gradguard._inference import inference_fn
 from gradguard._scopes import allow, evaluating, frozen
 
 __version__ = "0.1.0"
@@ -40,4 +41,5 @@ __all__ = [
     "evaluating",
     "findings",
     "frozen",
+    "inference_fn",
 ]

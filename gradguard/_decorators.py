@@ -1,14 +1,17 @@
 """Turning a scope into a decorator that works on every callable kind.
 
 A decorated callable enters a *fresh* scope on every call (so recursion and threads each get their
-own), and for generators the scope holds only while the body runs: it is entered around every
-``send``/``throw``/``close`` and left before the value goes back to the caller.
+own). For generators, coroutines and async generators the scope holds only while the body runs: it
+is entered around every ``send``/``throw``/``close`` into the body and left before the yielded value
+(or, for ``async def``, the awaited object) goes back to the caller or the event loop. A suspended
+body therefore never leaks its mode into the code that runs while it waits.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Generator
+import types
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar, cast
 
@@ -16,6 +19,8 @@ import wrapt
 
 F = TypeVar("F", bound=Callable[..., Any])
 ScopeFactory = Callable[[], AbstractContextManager[Any]]
+#: Called after every step with the step's scope and the value it produced (yielded or returned).
+StepCheck = Callable[[Any, Any], None]
 
 
 def refuse_class(target: object, what: str) -> None:
@@ -27,47 +32,168 @@ def refuse_class(target: object, what: str) -> None:
         )
 
 
-def _scoped_generator(
-    generator: Generator[Any, Any, Any], new_scope: ScopeFactory
+def kind_of(fn: Any) -> str:
+    """``"generator"``, ``"coroutine"``, ``"async_generator"`` or ``"function"``."""
+    inner = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
+    if inspect.isgeneratorfunction(inner):
+        return "generator"
+    if inspect.iscoroutinefunction(inner):
+        return "coroutine"
+    if inspect.isasyncgenfunction(inner):
+        return "async_generator"
+    return "function"
+
+
+def scoped_generator(
+    generator: Generator[Any, Any, Any],
+    new_scope: ScopeFactory,
+    check: StepCheck | None = None,
 ) -> Generator[Any, Any, Any]:
-    try:
-        with new_scope():
-            response = generator.send(None)
-        while True:
+    """Run ``generator`` with a fresh ``new_scope()`` around every step, and none between steps."""
+    request: Any = None
+    error: BaseException | None = None
+    while True:
+        scope = new_scope()
+        with scope:
             try:
-                request = yield response
-            except GeneratorExit:
-                with new_scope():
-                    generator.close()
-                raise
-            except BaseException as error:
-                with new_scope():
-                    response = generator.throw(error)
+                response = generator.send(request) if error is None else generator.throw(error)
+            except StopIteration as stop:
+                # Leave the scope normally: running to the end is not a failure.
+                result = stop.value
+                break
+        error = None
+        if check is not None:
+            check(scope, response)
+        try:
+            request = yield response
+        except GeneratorExit:
+            with new_scope():
+                generator.close()
+            raise
+        except BaseException as thrown:
+            error = thrown
+            request = None
+    if check is not None:
+        check(scope, result)
+    return result
+
+
+@types.coroutine
+def _scoped_steps(
+    steps: Any, new_scope: ScopeFactory, check: StepCheck | None
+) -> Generator[Any, Any, Any]:
+    # Drives any coroutine-like object (a coroutine, or the awaitable of an async generator's
+    # asend/athrow/aclose): the scope is entered around each send/throw into it and left before
+    # the awaited object it gives up goes back to the event loop.
+    sent: Any = None
+    error: BaseException | None = None
+    end: StopAsyncIteration | None = None
+    while True:
+        scope = new_scope()
+        with scope:
+            try:
+                awaited = steps.send(sent) if error is None else steps.throw(error)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            except StopAsyncIteration as stop:
+                # Raised again below, outside the scope: an async generator's end is no failure.
+                end = stop
+                break
+        error = None
+        try:
+            sent = yield awaited
+        except GeneratorExit:
+            with new_scope():
+                steps.close()
+            raise
+        except BaseException as thrown:
+            error = thrown
+            sent = None
+    if end is not None:
+        raise end
+    if check is not None:
+        check(scope, result)
+    return result
+
+
+async def scoped_coroutine(
+    coroutine: Coroutine[Any, Any, Any],
+    new_scope: ScopeFactory,
+    check: StepCheck | None = None,
+) -> Any:
+    """Await ``coroutine`` with a fresh ``new_scope()`` around every step, none while suspended."""
+    return await _scoped_steps(coroutine, new_scope, check)
+
+
+async def scoped_async_generator(
+    agen: AsyncGenerator[Any, Any],
+    new_scope: ScopeFactory,
+    check: StepCheck | None = None,
+) -> AsyncGenerator[Any, Any]:
+    """Iterate ``agen`` with a fresh ``new_scope()`` around every step of its body."""
+    sent: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            if error is None:
+                item = await _scoped_steps(agen.asend(sent), new_scope, check)
             else:
-                with new_scope():
-                    response = generator.send(request)
-    except StopIteration as stop:
-        return stop.value
+                item = await _scoped_steps(agen.athrow(error), new_scope, check)
+        except StopAsyncIteration:
+            return
+        error = None
+        try:
+            sent = yield item
+        except GeneratorExit:
+            await _scoped_steps(agen.aclose(), new_scope, None)
+            raise
+        except BaseException as thrown:
+            error = thrown
+            sent = None
+
+
+def _named(coroutine: Any, fn: Any) -> Any:
+    # The wrapper coroutine carries the user's name, so "coroutine 'predict' was never awaited"
+    # and task reprs name the user's function rather than gradguard's plumbing.
+    coroutine.__name__ = getattr(fn, "__name__", coroutine.__name__)
+    coroutine.__qualname__ = getattr(fn, "__qualname__", coroutine.__qualname__)
+    return coroutine
 
 
 def scoped(fn: F, new_scope: ScopeFactory, what: str) -> F:
-    """Wrap ``fn`` so that every call (every step, for generators) runs inside ``new_scope()``.
+    """Wrap ``fn`` so that each call (each step, for generators and async) runs in ``new_scope()``.
 
     The wrapper keeps ``__name__``, ``__qualname__``, ``__doc__``, ``__module__``, ``__wrapped__``
     and the signature, and binds like the original on classes (methods, classmethods,
-    staticmethods).
+    staticmethods). Coroutine functions stay coroutine functions and async generator functions
+    stay async generator functions for ``inspect``.
     """
     refuse_class(fn, what)
     if not callable(fn) and not isinstance(fn, (classmethod, staticmethod)):
         raise TypeError(f"{what} decorates functions and methods, not {fn!r}")
-    inner = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
+    kind = kind_of(fn)
 
-    if inspect.isgeneratorfunction(inner):
+    if kind == "generator":
 
         def call_generator(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
-            return _scoped_generator(wrapped(*args, **kwargs), new_scope)
+            return scoped_generator(wrapped(*args, **kwargs), new_scope)
 
         return cast(F, wrapt.FunctionWrapper(fn, call_generator))
+
+    if kind == "coroutine":
+
+        def call_coroutine(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+            return _named(scoped_coroutine(wrapped(*args, **kwargs), new_scope), wrapped)
+
+        return cast(F, wrapt.FunctionWrapper(fn, call_coroutine))
+
+    if kind == "async_generator":
+
+        def call_async_generator(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+            return _named(scoped_async_generator(wrapped(*args, **kwargs), new_scope), wrapped)
+
+        return cast(F, wrapt.FunctionWrapper(fn, call_async_generator))
 
     def call(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
         with new_scope():

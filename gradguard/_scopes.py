@@ -273,10 +273,7 @@ class evaluating(_Scope):
             if token.graph is not None:
                 token.graph.stop()
             if token.grad_ctx is not None:
-                if self.mode == "no_grad" and torch.is_grad_enabled():
-                    grad_changed = "gradients were re-enabled"
-                elif self.mode == "inference" and not torch.is_inference_mode_enabled():
-                    grad_changed = "inference mode was switched off"
+                grad_changed = grad_mode_changed(self.mode)
                 token.grad_ctx.__exit__(None, None, None)
         finally:
             changed: list[nn.Module] = []
@@ -286,24 +283,41 @@ class evaluating(_Scope):
             finally:
                 for optimizer in reversed(token.optimizers):
                     _release_optimizer(optimizer)
-        if changed:
-            names = ", ".join(sorted({type(m).__name__ for m in changed}))
-            _report_changed(
-                failing,
-                f"code inside {self._label} switched {len(changed)} module(s) back to training "
-                f"mode ({names}); they were put back in eval while the scope was open and "
-                "restored to their own flags at exit",
-                "move model.train() after the with-block (or after the decorated call); "
-                "the scope restores the training flags itself",
-            )
-        if grad_changed:
-            _report_changed(
-                failing,
-                f"{grad_changed} inside {self._label} (mode={self.mode!r}) and not turned back; "
-                "the grad mode from before the scope was restored at exit",
-                "use a nested `with torch.enable_grad():` block instead of "
-                "torch.set_grad_enabled(True), or use mode='grad'",
-            )
+        if changed or grad_changed:
+            report_eval_changes(self._label, self.mode, changed, grad_changed, failing)
+
+
+def grad_mode_changed(mode: str) -> str:
+    """What code inside an open scope of ``mode`` did to its grad mode; "" when nothing."""
+    if mode == "no_grad" and torch.is_grad_enabled():
+        return "gradients were re-enabled"
+    if mode == "inference" and not torch.is_inference_mode_enabled():
+        return "inference mode was switched off"
+    return ""
+
+
+def report_eval_changes(
+    label: str, mode: str, changed: list[nn.Module], grad_changed: str, failing: bool
+) -> None:
+    """Report GG006 for modules switched back to training and for a grad mode changed."""
+    if changed:
+        names = ", ".join(sorted({type(m).__name__ for m in changed}))
+        _report_changed(
+            failing,
+            f"code inside {label} switched {len(changed)} module(s) back to training "
+            f"mode ({names}); they were put back in eval while the scope was open and "
+            "restored to their own flags at exit",
+            "move model.train() after the with-block (or after the decorated call); "
+            "the scope restores the training flags itself",
+        )
+    if grad_changed:
+        _report_changed(
+            failing,
+            f"{grad_changed} inside {label} (mode={mode!r}) and not turned back; "
+            "the grad mode from before the scope was restored at exit",
+            "use a nested `with torch.enable_grad():` block instead of "
+            "torch.set_grad_enabled(True), or use mode='grad'",
+        )
 
 
 def _hold_optimizer(optimizer: Any) -> None:

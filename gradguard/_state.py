@@ -15,6 +15,7 @@ check of every module's child count (catching deletions and direct ``_modules`` 
 from __future__ import annotations
 
 import functools
+import operator
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -25,6 +26,7 @@ from torch import nn
 
 _module_train = nn.Module.train
 _module_setattr = nn.Module.__setattr__
+_training_of = operator.itemgetter("training")
 
 # Re-entrant: a module's own train() override runs under the lock and may open a scope itself.
 _lock = threading.RLock()
@@ -125,7 +127,7 @@ class Tree:
 
     def flags(self) -> list[bool]:
         if self.all_plain:
-            return [d["training"] for d in self.dicts]
+            return list(map(_training_of, self.dicts))
         return [m.training for m in self.mods]
 
     def to_eval(self) -> None:
@@ -180,7 +182,12 @@ def tree_of(roots: Sequence[nn.Module]) -> Tree:
     entry = _trees.get(key)
     if entry is not None:
         refs, tree = entry
-        if all(ref() is root for ref, root in zip(refs, roots)) and tree.valid():
+        alive = (
+            refs[0]() is roots[0]
+            if len(refs) == 1
+            else all(ref() is root for ref, root in zip(refs, roots))
+        )
+        if alive and tree.valid():
             return tree
     if not _hook_installed:
         _install_registration_hook()
@@ -234,7 +241,9 @@ def hold_eval(tree: Tree) -> Hold:
         hold = Hold(tree, orig)
         _holds[id(tree)] = hold
         try:
-            tree.to_eval()
+            # A plain tree that is all in eval already (a served model) needs no writes.
+            if not tree.all_plain or True in orig:
+                tree.to_eval()
         except BaseException:
             del _holds[id(tree)]
             tree.set_flags(orig)
@@ -252,10 +261,11 @@ def release_eval(hold: Hold) -> list[nn.Module]:
     tree = hold.tree
     with _lock:
         expected = hold.expected
+        now = tree.flags()
         if expected is None:
-            changed_at = [i for i, flag in enumerate(tree.flags()) if flag]
+            changed_at = [i for i, flag in enumerate(now) if flag] if True in now else []
         else:
-            changed_at = [i for i, flag in enumerate(tree.flags()) if flag is not expected[i]]
+            changed_at = [i for i, flag in enumerate(now) if flag is not expected[i]]
         hold.count -= 1
         if hold.count > 0:
             if changed_at:
@@ -264,7 +274,8 @@ def release_eval(hold: Hold) -> list[nn.Module]:
         del _holds[id(tree)]
         others = _overlapping(tree) if _holds else []
         if not others:
-            tree.set_flags(hold.orig)
+            if not tree.all_plain or now != hold.orig:
+                tree.set_flags(hold.orig)
         else:
             still_held = set().union(*(o.tree.ids for o in others))
             free = [i for i, m in enumerate(tree.mods) if id(m) not in still_held]

@@ -1,0 +1,349 @@
+"""``@inference_fn``: an inference scope as a decorator for every callable kind.
+
+Everything that can be decided once is decided at decoration time (the mode, the explicit models,
+which parameters default to a module, the callable's kind), so a call costs an argument scan, a
+cached tree lookup and the same enter/exit as :class:`~gradguard.evaluating`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, overload
+
+import torch
+import wrapt
+from torch import nn
+from typing_extensions import ParamSpec
+
+from gradguard import _decorators, _findings, _scopes, _state
+from gradguard._scopes import Mode, check_mode, check_modules
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_Module = nn.Module
+_Tensor = torch.Tensor
+_tree_of = _state.tree_of
+
+
+Entry = tuple[Any, Any, Any]  # (hold or None, grad mode to restore, graph watch or None)
+
+
+class _Step:
+    """One step of a generator or coroutine: the function's scope on the call's tree."""
+
+    __slots__ = ("enter", "entry", "leave", "tree")
+
+    def __init__(
+        self,
+        enter: Callable[[Any], Entry],
+        leave: Callable[[Entry, bool], None],
+        tree: _state.Tree | None,
+    ) -> None:
+        self.enter = enter
+        self.leave = leave
+        self.tree = tree
+        self.entry: Entry = (None, None, None)
+
+    def __enter__(self) -> None:
+        self.entry = self.enter(self.tree)
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        self.leave(self.entry, exc_type is not None)
+
+
+def _scope_functions(
+    mode: str, label: str
+) -> tuple[Callable[[Any], Entry], Callable[[Entry, bool], None]]:
+    """``enter(tree) -> entry`` and ``leave(entry, failing)`` for one decorated function.
+
+    The same state engine and checks as :class:`~gradguard.evaluating` (exact refcounted
+    restoration, GG001 while the scope is open, GG006 at exit), specialised once for ``mode`` so
+    that a call pays for nothing else.
+    """
+    hold_eval = _state.hold_eval
+    release_eval = _state.release_eval
+    is_grad_enabled = torch.is_grad_enabled
+    set_grad_enabled = torch.set_grad_enabled
+    watch = _scopes._GraphWatch
+    grad_mode_changed = _scopes.grad_mode_changed
+    report_eval_changes = _scopes.report_eval_changes
+
+    def enter(tree: _state.Tree | None) -> Entry:
+        hold = hold_eval(tree) if tree is not None else None
+        try:
+            if mode == "no_grad":
+                grad: Any = is_grad_enabled()
+                set_grad_enabled(False)
+            elif mode == "inference":
+                grad = torch.inference_mode()
+                grad.__enter__()
+            else:
+                return (hold, None, None)
+            graph = watch(label, mode)
+            graph.start()
+        except BaseException:
+            if hold is not None:
+                release_eval(hold)
+            raise
+        return (hold, grad, graph)
+
+    def leave(entry: Entry, failing: bool) -> None:
+        hold, grad, graph = entry
+        grad_changed = ""
+        changed: list[nn.Module] = []
+        try:
+            if graph is not None:
+                graph.stop()
+                grad_changed = grad_mode_changed(mode)
+                if mode == "no_grad":
+                    set_grad_enabled(grad)
+                else:
+                    grad.__exit__(None, None, None)
+        finally:
+            if hold is not None:
+                changed = release_eval(hold)
+        if changed or grad_changed:
+            report_eval_changes(label, mode, changed, grad_changed, failing)
+
+    return enter, leave
+
+
+def _graph_tensor(value: object) -> torch.Tensor | None:
+    """A tensor with a ``grad_fn`` in ``value`` or one level inside a tuple, list or dict."""
+    if isinstance(value, _Tensor):
+        return value if value.grad_fn is not None else None
+    if isinstance(value, (tuple, list)):
+        items: Any = value
+    elif isinstance(value, dict):
+        items = value.values()
+    else:
+        return None
+    for item in items:
+        if isinstance(item, _Tensor) and item.grad_fn is not None:
+            return item
+    return None
+
+
+@_findings.fail_open("inference_fn result")
+def _report_graph_result(label: str, mode: str, tensor: torch.Tensor) -> None:
+    _findings.report(
+        "graph-in-inference",
+        f"{label} (mode={mode!r}) returned a tensor that is part of an autograd graph "
+        f"(grad_fn={type(tensor.grad_fn).__name__}): the graph and the activations it saved "
+        "stay alive as long as the result does, and inference never runs its backward",
+        "return a tensor computed inside the function with gradients off, or return "
+        "result.detach() if it was made with gradients on",
+    )
+
+
+def _module_defaults(fn: Any) -> tuple[tuple[int | None, str, nn.Module], ...]:
+    """(position or None for keyword-only, name, module) for parameters defaulting to a module."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a callable without an introspectable signature
+        return ()
+    found: list[tuple[int | None, str, nn.Module]] = []
+    for position, parameter in enumerate(parameters):
+        if isinstance(parameter.default, _Module):
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+                found.append((None, parameter.name, parameter.default))
+            elif parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
+                found.append((position, parameter.name, parameter.default))
+            else:
+                found.append((position, "", parameter.default))
+    return tuple(found)
+
+
+def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
+    _decorators.refuse_class(fn, "inference_fn")
+    if isinstance(fn, _Module):
+        raise TypeError(
+            f"inference_fn got the module {type(fn).__qualname__} as the function to decorate; "
+            "to name the models to hold in eval use @inference_fn(models=[model]) on a function"
+        )
+    if not callable(fn) and not isinstance(fn, (classmethod, staticmethod)):
+        raise TypeError(
+            f"inference_fn decorates functions, methods, generators and async functions, "
+            f"not {type(fn).__qualname__} ({fn!r:.80})"
+        )
+    inner = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
+    label = f"inference_fn({getattr(inner, '__qualname__', repr(inner))})"
+    enter, leave = _scope_functions(mode, label)
+    checks_results = mode != "grad"
+    fixed: tuple[nn.Module, ...] | None = models
+    defaults = _module_defaults(inner) if models is None else ()
+    static = isinstance(fn, staticmethod)
+
+    def tree_for(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if fixed is not None:
+            return _tree_of(fixed) if fixed else None
+        found = [instance] if isinstance(instance, _Module) else []
+        for arg in args:
+            if isinstance(arg, _Module):
+                found.append(arg)
+        if kwargs:
+            for arg in kwargs.values():
+                if isinstance(arg, _Module):
+                    found.append(arg)
+        if defaults:
+            given = len(args) + (1 if instance is not None and not static else 0)
+            for position, name, module in defaults:
+                if (position is None or given <= position) and name not in kwargs:
+                    found.append(module)
+        return _tree_of(found) if found else None
+
+    def check_step(step: _Step, value: Any) -> None:
+        if value is None:
+            return
+        graph = step.entry[2]
+        if graph is not None and not graph.reported:
+            tensor = _graph_tensor(value)
+            if tensor is not None:
+                _report_graph_result(label, mode, tensor)
+
+    step_check = check_step if checks_results else None
+    kind = _decorators.kind_of(fn)
+
+    if kind == "generator":
+
+        def call_generator(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            tree = tree_for(instance, args, kwargs)
+            return _decorators.scoped_generator(
+                wrapped(*args, **kwargs), lambda: _Step(enter, leave, tree), step_check
+            )
+
+        return wrapt.FunctionWrapper(fn, call_generator)
+
+    if kind == "coroutine":
+
+        def call_coroutine(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            tree = tree_for(instance, args, kwargs)
+            return _decorators._named(
+                _decorators.scoped_coroutine(
+                    wrapped(*args, **kwargs), lambda: _Step(enter, leave, tree), step_check
+                ),
+                wrapped,
+            )
+
+        return wrapt.FunctionWrapper(fn, call_coroutine)
+
+    if kind == "async_generator":
+
+        def call_async_generator(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            tree = tree_for(instance, args, kwargs)
+            return _decorators._named(
+                _decorators.scoped_async_generator(
+                    wrapped(*args, **kwargs), lambda: _Step(enter, leave, tree), step_check
+                ),
+                wrapped,
+            )
+
+        return wrapt.FunctionWrapper(fn, call_async_generator)
+
+    def call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        entry = enter(tree_for(instance, args, kwargs))
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException:
+            leave(entry, True)
+            raise
+        leave(entry, False)
+        if checks_results and result is not None:
+            graph = entry[2]
+            if graph is not None and not graph.reported:
+                tensor = _graph_tensor(result)
+                if tensor is not None:
+                    _report_graph_result(label, mode, tensor)
+        return result
+
+    return wrapt.FunctionWrapper(fn, call)
+
+
+@overload
+def inference_fn(fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def inference_fn(
+    *, mode: Mode = "no_grad", models: Sequence[nn.Module] | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def inference_fn(
+    fn: Any = None,
+    /,
+    *,
+    mode: Mode = "no_grad",
+    models: Sequence[nn.Module] | None = None,
+) -> Any:
+    """Run a function for inference: its models in eval mode, gradients off, all restored after.
+
+    Without ``models=``, every ``nn.Module`` among the call's arguments (``self`` included, and
+    parameters that default to a module) is held in eval mode for the call; with ``models=``,
+    exactly those. Each submodule gets back its *own* ``training`` flag afterwards, on return and
+    on exceptions (a frozen BatchNorm stays in eval), and the caller's grad mode comes back: the
+    restoration of :class:`~gradguard.evaluating`. Modules inside containers passed as arguments
+    (a list of models) are not searched; name them with ``models=``.
+
+    Works on functions, methods (also of ``nn.Module`` subclasses), staticmethods, classmethods,
+    generator functions, ``async def`` functions and async generators. For generators and
+    ``async`` code the scope holds only while the body runs: between yields, and while a
+    coroutine waits at an ``await``, the caller's grad mode and the models' own flags are back, so
+    a suspended request never leaks ``no_grad`` into the other coroutines of its event loop and an
+    abandoned generator never leaves a model in eval. Every call gets a fresh scope, so recursive
+    and concurrent calls are safe.
+
+    Thread locality: the grad mode is thread local, but ``module.training`` is shared by all
+    threads. Calls in many threads on one model keep it in eval while any of them runs; the last
+    one to finish restores the original flags.
+
+    Usable bare (``@inference_fn``) or called (``@inference_fn(mode=..., models=...)``).
+
+    Args:
+        fn: the function, when used bare.
+        mode: ``"no_grad"`` (``torch.no_grad``, the default), ``"inference"``
+            (``torch.inference_mode``) or ``"grad"`` (gradients left as they are).
+        models: the modules to hold in eval instead of those found among the arguments; an empty
+            list holds none and only sets the grad mode.
+
+    Raises:
+        TypeError: at decoration time: a class (decorate its methods), a module given where the
+            function goes, something not callable, ``models=`` that is not a list or tuple of
+            ``nn.Module`` objects.
+        ValueError: at decoration time: an unknown ``mode``.
+
+    Warns:
+        GraphInInferenceWarning: (GG001) in modes ``"no_grad"``/``"inference"``, an autograd graph
+            was recorded inside the call, or the function returned (or yielded) a tensor with a
+            ``grad_fn``, directly or inside a tuple, list or dict.
+        ScopeStateChangedWarning: (GG006) the body switched a held module back to training or
+            changed the grad mode; it is put right, then reported.
+
+    Example:
+        >>> import torch, gradguard
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout())
+        >>> @gradguard.inference_fn
+        ... def predict(model, x):
+        ...     return model(x).argmax(dim=1)
+        >>> predict(model, torch.randn(3, 4)).shape, model.training, torch.is_grad_enabled()
+        (torch.Size([3]), True, True)
+    """
+    check_mode(mode, "inference_fn(...)")
+    chosen: tuple[nn.Module, ...] | None = None
+    if models is not None:
+        if isinstance(models, _Module) or not isinstance(models, (list, tuple)):
+            raise TypeError(
+                "inference_fn(models=...) takes a list or tuple of torch.nn.Module objects, "
+                f"e.g. models=[encoder, head]; got {type(models).__qualname__} ({models!r:.80})"
+            )
+        chosen = tuple(models)
+        check_modules(chosen, "inference_fn(models=...)", allow_empty=True)
+    if fn is None:
+
+        def decorate(target: Any) -> Any:
+            return _decorate(target, mode, chosen)
+
+        return decorate
+    return _decorate(fn, mode, chosen)
