@@ -1,10 +1,10 @@
 """What ``@inference_fn`` costs per call, against ``@torch.no_grad()`` measured in the same run.
 
 Target: a decorated ``predict(model, x)`` on a 41-module MLP (20 x (Linear(64, 64), ReLU) in a
-Sequential) at batch 1 costs at most 1.05x the same function decorated with ``@torch.no_grad()`` on
-a model already in eval. Also printed: the per-call overhead in microseconds, the cost when the model
-starts in training mode (41 flags switched and restored per call), and the per-step cost that the
-decorator adds to generators, coroutines and async generators.
+Sequential) at batch 1 costs at most 1.05x the same function decorated with ``@torch.no_grad()``
+on a model already in eval. Also printed: the per-call overhead in microseconds, the cost when the
+model starts in training mode (41 flags switched and restored per call), and the per-step cost
+that the decorator adds to generators, coroutines and async generators.
 
 Baseline and candidate runs are interleaved and the figures are medians over many repeats, with one
 intra-op thread, so that a busy machine disturbs both sides alike.

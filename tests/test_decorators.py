@@ -102,7 +102,8 @@ def test_cancelled_decorated_coroutine_restores_state() -> None:
     async def main() -> None:
         task = asyncio.create_task(slow())
         await asyncio.sleep(0)
-        assert model.training and torch.is_grad_enabled()
+        assert model.training
+        assert torch.is_grad_enabled()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
