@@ -8,6 +8,7 @@ cached tree lookup and the same enter/exit as :class:`~gradguard.evaluating`.
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
 
@@ -27,7 +28,31 @@ _Tensor = torch.Tensor
 _tree_of = _state.tree_of
 
 
-Entry = tuple[Any, Any, Any]  # (hold or None, grad mode to restore, graph watch or None)
+Entry = tuple[Any, Any, bool]  # (hold or None, grad mode or context to restore, hooks pushed)
+
+
+class _CallWatch(_scopes._GraphWatch):
+    """GG001 inside the calls of one decorated function.
+
+    Built once at decoration time: the same saved-tensors hook pair is pushed around every call
+    (pushing is stateless, so recursion and threads can share it), and whether the running call
+    has reported already is kept per thread.
+    """
+
+    __slots__ = ("local",)
+
+    def __init__(self, what: str, mode: str) -> None:
+        self.local = threading.local()
+        super().__init__(what, mode)
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+
+    @property
+    def reported(self) -> bool:
+        return bool(getattr(self.local, "reported", False))
+
+    @reported.setter
+    def reported(self, value: bool) -> None:
+        self.local.reported = value
 
 
 class _Step:
@@ -44,7 +69,7 @@ class _Step:
         self.enter = enter
         self.leave = leave
         self.tree = tree
-        self.entry: Entry = (None, None, None)
+        self.entry: Entry = (None, None, False)
 
     def __enter__(self) -> None:
         self.entry = self.enter(self.tree)
@@ -54,52 +79,64 @@ class _Step:
 
 
 def _scope_functions(
-    mode: str, label: str
+    mode: str, watch: _CallWatch
 ) -> tuple[Callable[[Any], Entry], Callable[[Entry, bool], None]]:
     """``enter(tree) -> entry`` and ``leave(entry, failing)`` for one decorated function.
 
     The same state engine and checks as :class:`~gradguard.evaluating` (exact refcounted
     restoration, GG001 while the scope is open, GG006 at exit), specialised once for ``mode`` so
-    that a call pays for nothing else.
+    that a call allocates nothing but its entry and pays for nothing else.
     """
     hold_eval = _state.hold_eval
     release_eval = _state.release_eval
     is_grad_enabled = torch.is_grad_enabled
     set_grad_enabled = torch.set_grad_enabled
-    watch = _scopes._GraphWatch
     grad_mode_changed = _scopes.grad_mode_changed
     report_eval_changes = _scopes.report_eval_changes
+    label = watch.what
+    local = watch.local
+    push = watch.hooks.__enter__
+    pop = watch.hooks.__exit__
+    no_grad = mode == "no_grad"
+    inference = mode == "inference"
 
     def enter(tree: _state.Tree | None) -> Entry:
         hold = hold_eval(tree) if tree is not None else None
+        grad: Any = None
         try:
-            if mode == "no_grad":
-                grad: Any = is_grad_enabled()
+            if no_grad:
+                grad = is_grad_enabled()
                 set_grad_enabled(False)
-            elif mode == "inference":
-                grad = torch.inference_mode()
-                grad.__enter__()
+            elif inference:
+                context = torch.inference_mode()
+                context.__enter__()
+                grad = context
             else:
-                return (hold, None, None)
-            graph = watch(label, mode)
-            graph.start()
+                return (hold, None, False)
+            local.reported = False
+            try:
+                push()
+            except RuntimeError:  # saved-tensor hooks are disabled here (e.g. by a compiler pass)
+                return (hold, grad, False)
         except BaseException:
-            if hold is not None:
-                release_eval(hold)
+            leave((hold, grad, False), True)
             raise
-        return (hold, grad, graph)
+        return (hold, grad, True)
 
     def leave(entry: Entry, failing: bool) -> None:
-        hold, grad, graph = entry
+        hold, grad, pushed = entry
         grad_changed = ""
         changed: list[nn.Module] = []
         try:
-            if graph is not None:
-                graph.stop()
-                grad_changed = grad_mode_changed(mode)
-                if mode == "no_grad":
+            if pushed:
+                pop(None, None, None)
+            if grad is not None:
+                if no_grad:
+                    if is_grad_enabled():
+                        grad_changed = grad_mode_changed(mode)
                     set_grad_enabled(grad)
                 else:
+                    grad_changed = grad_mode_changed(mode)
                     grad.__exit__(None, None, None)
         finally:
             if hold is not None:
@@ -170,7 +207,9 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
         )
     inner = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
     label = f"inference_fn({getattr(inner, '__qualname__', repr(inner))})"
-    enter, leave = _scope_functions(mode, label)
+    watch = _CallWatch(label, mode)
+    enter, leave = _scope_functions(mode, watch)
+    local = watch.local
     checks_results = mode != "grad"
     fixed: tuple[nn.Module, ...] | None = models
     defaults = _module_defaults(inner) if models is None else ()
@@ -195,10 +234,7 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
         return _tree_of(found) if found else None
 
     def check_step(step: _Step, value: Any) -> None:
-        if value is None:
-            return
-        graph = step.entry[2]
-        if graph is not None and not graph.reported:
+        if value is not None and step.entry[2] and not local.reported:
             tensor = _graph_tensor(value)
             if tensor is not None:
                 _report_graph_result(label, mode, tensor)
@@ -250,12 +286,10 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
             leave(entry, True)
             raise
         leave(entry, False)
-        if checks_results and result is not None:
-            graph = entry[2]
-            if graph is not None and not graph.reported:
-                tensor = _graph_tensor(result)
-                if tensor is not None:
-                    _report_graph_result(label, mode, tensor)
+        if result is not None and entry[2] and not local.reported:
+            tensor = _graph_tensor(result)
+            if tensor is not None:
+                _report_graph_result(label, mode, tensor)
         return result
 
     return wrapt.FunctionWrapper(fn, call)
