@@ -242,7 +242,7 @@ def hold_eval(tree: Tree) -> Hold:
         _holds[id(tree)] = hold
         try:
             # A plain tree that is all in eval already (a served model) needs no writes.
-            if not tree.all_plain or True in orig:
+            if not tree.all_plain or any(orig):
                 tree.to_eval()
         except BaseException:
             del _holds[id(tree)]
@@ -263,7 +263,7 @@ def release_eval(hold: Hold) -> list[nn.Module]:
         expected = hold.expected
         now = tree.flags()
         if expected is None:
-            changed_at = [i for i, flag in enumerate(now) if flag] if True in now else []
+            changed_at = [i for i, flag in enumerate(now) if flag] if any(now) else []
         else:
             changed_at = [i for i, flag in enumerate(now) if flag is not expected[i]]
         hold.count -= 1

@@ -786,16 +786,24 @@ async def score(model: nn.Module, scale: float) -> float:
     return scale
 
 
+class Classifier(nn.Module):
+    @inference_fn
+    def classify(self, x: torch.Tensor) -> int:
+        return 0
+
+
 model = nn.Linear(2, 2)
 good: torch.Tensor = predict(model, torch.zeros(1, 2))
 good_coroutine = score(model, 2.0)
+good_method: int = Classifier().classify(torch.zeros(1, 2))
 bad = predict(model, "not a tensor")
 bad_keyword = score(model, scale="x")
+bad_method = Classifier().classify(3)
 """
 
 
 def test_mypy_strict_sees_the_wrapped_signature(tmp_path: Path) -> None:
-    """mypy --strict flags a wrong argument type at a decorated call and accepts right ones."""
+    """mypy --strict flags wrong argument types at decorated functions, coroutines and methods."""
     snippet = tmp_path / "typed_use.py"
     snippet.write_text(MYPY_SNIPPET)
     result = subprocess.run(
@@ -819,8 +827,10 @@ def test_mypy_strict_sees_the_wrapped_signature(tmp_path: Path) -> None:
     lines = MYPY_SNIPPET.splitlines()
     bad = lines.index('bad = predict(model, "not a tensor")') + 1
     bad_keyword = lines.index('bad_keyword = score(model, scale="x")') + 1
-    assert len(errors) == 2, result.stdout + result.stderr
+    bad_method = lines.index("bad_method = Classifier().classify(3)") + 1
+    assert len(errors) == 3, result.stdout + result.stderr
     assert f'typed_use.py:{bad}: error: Argument 2 to "predict" has incompatible type' in errors[0]
     assert f"typed_use.py:{bad_keyword}: error:" in errors[1]
     assert '"scale" to "score" has incompatible type "str"' in errors[1]
+    assert f'typed_use.py:{bad_method}: error: Argument 1 to "classify"' in errors[2]
     assert all("[arg-type]" in error for error in errors)
