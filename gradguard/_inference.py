@@ -56,23 +56,24 @@ class _CallWatch(_scopes._GraphWatch):
 
 
 class _Step:
-    """One step of a generator or coroutine: the function's scope on the call's tree."""
+    """One step of a generator or coroutine: the function's scope on the call's models."""
 
-    __slots__ = ("enter", "entry", "leave", "tree")
+    __slots__ = ("enter", "entry", "leave", "roots")
 
     def __init__(
         self,
         enter: Callable[[Any], Entry],
         leave: Callable[[Entry, bool], None],
-        tree: _state.Tree | None,
+        roots: Sequence[nn.Module],
     ) -> None:
         self.enter = enter
         self.leave = leave
-        self.tree = tree
+        self.roots = roots
         self.entry: Entry = (None, None, False)
 
     def __enter__(self) -> None:
-        self.entry = self.enter(self.tree)
+        # Looked up per step: a model changed between two steps is held as it is now.
+        self.entry = self.enter(_tree_of(self.roots) if self.roots else None)
 
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         self.leave(self.entry, exc_type is not None)
@@ -215,9 +216,9 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
     defaults = _module_defaults(inner) if models is None else ()
     static = isinstance(fn, staticmethod)
 
-    def tree_for(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def roots_of(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if fixed is not None:
-            return _tree_of(fixed) if fixed else None
+            return fixed
         found = [instance] if isinstance(instance, _Module) else []
         for arg in args:
             if isinstance(arg, _Module):
@@ -231,7 +232,7 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
             for position, name, module in defaults:
                 if (position is None or given <= position) and name not in kwargs:
                     found.append(module)
-        return _tree_of(found) if found else None
+        return found
 
     def check_step(step: _Step, value: Any) -> None:
         if value is not None and step.entry[2] and not local.reported:
@@ -245,9 +246,9 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
     if kind == "generator":
 
         def call_generator(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            tree = tree_for(instance, args, kwargs)
+            roots = roots_of(instance, args, kwargs)
             return _decorators.scoped_generator(
-                wrapped(*args, **kwargs), lambda: _Step(enter, leave, tree), step_check
+                wrapped(*args, **kwargs), lambda: _Step(enter, leave, roots), step_check
             )
 
         return wrapt.FunctionWrapper(fn, call_generator)
@@ -255,10 +256,10 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
     if kind == "coroutine":
 
         def call_coroutine(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            tree = tree_for(instance, args, kwargs)
+            roots = roots_of(instance, args, kwargs)
             return _decorators._named(
                 _decorators.scoped_coroutine(
-                    wrapped(*args, **kwargs), lambda: _Step(enter, leave, tree), step_check
+                    wrapped(*args, **kwargs), lambda: _Step(enter, leave, roots), step_check
                 ),
                 wrapped,
             )
@@ -268,10 +269,10 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
     if kind == "async_generator":
 
         def call_async_generator(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            tree = tree_for(instance, args, kwargs)
+            roots = roots_of(instance, args, kwargs)
             return _decorators._named(
                 _decorators.scoped_async_generator(
-                    wrapped(*args, **kwargs), lambda: _Step(enter, leave, tree), step_check
+                    wrapped(*args, **kwargs), lambda: _Step(enter, leave, roots), step_check
                 ),
                 wrapped,
             )
@@ -279,7 +280,8 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
         return wrapt.FunctionWrapper(fn, call_async_generator)
 
     def call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        entry = enter(tree_for(instance, args, kwargs))
+        roots = roots_of(instance, args, kwargs)
+        entry = enter(_tree_of(roots) if roots else None)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException:

@@ -386,6 +386,27 @@ def test_abandoned_generator_never_leaves_the_model_in_eval() -> None:
     assert state(model) == OUTSIDE
 
 
+def test_generator_holds_a_submodule_added_between_steps() -> None:
+    """Each step looks the model up again: a head attached between two yields is held too."""
+    model = make_model()
+    seen = []
+
+    @inference_fn
+    def steps(model: nn.Module) -> Iterator[None]:
+        seen.append(flags(model))
+        yield
+        seen.append(flags(model))
+        yield
+
+    gen = steps(model)
+    next(gen)
+    model.add_module("head", nn.Linear(2, 2))
+    next(gen)
+    gen.close()
+    assert seen == [EVAL_FLAGS, [*EVAL_FLAGS, False]]
+    assert flags(model) == [*TRAIN_FLAGS, True]
+
+
 # ------------------------------------------------------------------------------------------------
 # async def and async generators
 # ------------------------------------------------------------------------------------------------
