@@ -7,6 +7,7 @@ cached tree lookup and the same enter/exit as :class:`~gradguard.evaluating`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 from collections.abc import Callable, Sequence
@@ -127,7 +128,7 @@ def _scope_functions(
     def leave(entry: Entry, failing: bool) -> None:
         hold, grad, pushed = entry
         grad_changed = ""
-        changed: list[nn.Module] = []
+        changed: Sequence[nn.Module] = ()
         try:
             if pushed:
                 pop(None, None, None)
@@ -143,7 +144,7 @@ def _scope_functions(
             if hold is not None:
                 changed = release_eval(hold)
         if changed or grad_changed:
-            report_eval_changes(label, mode, changed, grad_changed, failing)
+            report_eval_changes(label, mode, list(changed), grad_changed, failing)
 
     return enter, leave
 
@@ -279,11 +280,14 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
 
         return wrapt.FunctionWrapper(fn, call_async_generator)
 
-    def call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        roots = roots_of(instance, args, kwargs)
+    # A plain closure rather than a wrapt proxy: it binds as a method by itself (self arrives in
+    # args), and it is the cheapest wrapper a call can go through.
+    @functools.wraps(inner)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        roots = roots_of(None, args, kwargs)
         entry = enter(_tree_of(roots) if roots else None)
         try:
-            result = wrapped(*args, **kwargs)
+            result = inner(*args, **kwargs)
         except BaseException:
             leave(entry, True)
             raise
@@ -294,7 +298,11 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
                 _report_graph_result(label, mode, tensor)
         return result
 
-    return wrapt.FunctionWrapper(fn, call)
+    if isinstance(fn, staticmethod):
+        return staticmethod(call)
+    if isinstance(fn, classmethod):
+        return classmethod(call)
+    return call
 
 
 @overload
