@@ -689,6 +689,38 @@ def test_train_inside_is_put_right_and_reported_gg006() -> None:
     assert state(model) == OUTSIDE
 
 
+def test_model_already_in_eval_switched_to_train_inside_goes_back_to_eval() -> None:
+    """A served model (all in eval) switched to train() inside is reported and left in eval."""
+    model = make_model().eval()
+
+    @inference_fn
+    def switches(model: nn.Module) -> None:
+        model.train()
+
+    with pytest.warns(gradguard.ScopeStateChangedWarning, match="5 module"):
+        switches(model)
+    assert flags(model) == EVAL_FLAGS
+
+
+def test_overlapping_scope_inside_a_call_on_a_model_in_eval() -> None:
+    """evaluating() on a submodule inside a call leaves the whole model in eval until it ends."""
+    model = make_model().eval()
+    seen = []
+
+    @inference_fn
+    def run(model: nn.Module) -> None:
+        with gradguard.evaluating(model[1]):
+            seen.append(flags(model))
+        seen.append(flags(model))
+
+    run(model)
+    assert seen == [EVAL_FLAGS, EVAL_FLAGS]
+    assert flags(model) == EVAL_FLAGS
+    model.train()
+    run(model)
+    assert flags(model) == [True] * 5
+
+
 def test_grad_mode_switched_on_inside_is_reported_gg006() -> None:
     """torch.set_grad_enabled(True) left on inside the body is reported and undone at exit."""
 
