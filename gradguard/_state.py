@@ -27,6 +27,7 @@ from torch import nn
 _module_train = nn.Module.train
 _module_setattr = nn.Module.__setattr__
 _training_of = operator.itemgetter("training")
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 # Re-entrant: a module's own train() override runs under the lock and may open a scope itself.
 _lock = threading.RLock()
@@ -100,7 +101,12 @@ class Tree:
         self.size = len(mods)
         self.ids = frozenset(seen)
         self.index = {id(m): i for i, m in enumerate(mods)}
-        self.child_dicts = tuple(m._modules for m in mods)
+        # A module without children gains one only through registration, which bumps the
+        # generation, unless it is a container that edits its _modules directly (insert, del):
+        # only those and the modules with children need their child count checked.
+        self.child_dicts = tuple(
+            m._modules for m in mods if m._modules or isinstance(m, _CONTAINERS)
+        )
         self.child_lens = list(map(len, self.child_dicts))
         self.generation = _generation
 

@@ -300,6 +300,29 @@ def test_model_in_eval_stays_in_eval() -> None:
     assert flags(model) == EVAL_FLAGS
 
 
+def test_structure_changes_between_calls_are_held() -> None:
+    """Modules inserted into an empty ModuleList or deleted from a Sequential are seen next call."""
+
+    class Holder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList()
+            self.body = nn.Sequential(nn.Linear(2, 2), nn.Dropout(), nn.Linear(2, 2))
+
+    holder = Holder()
+
+    @inference_fn
+    def run(holder: Holder) -> list[bool]:
+        return flags(holder)
+
+    assert run(holder) == [False] * 6
+    holder.blocks.insert(0, nn.Dropout())  # edits ModuleList._modules directly
+    assert run(holder) == [False] * 7
+    del holder.body[1]  # deletes from Sequential._modules directly
+    assert run(holder) == [False] * 6
+    assert flags(holder) == [True] * 6
+
+
 # ------------------------------------------------------------------------------------------------
 # Generators
 # ------------------------------------------------------------------------------------------------
