@@ -280,14 +280,11 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
 
         return wrapt.FunctionWrapper(fn, call_async_generator)
 
-    # A plain closure rather than a wrapt proxy: it binds as a method by itself (self arrives in
-    # args), and it is the cheapest wrapper a call can go through.
-    @functools.wraps(inner)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        roots = roots_of(None, args, kwargs)
+    def run(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        roots = roots_of(instance, args, kwargs)
         entry = enter(_tree_of(roots) if roots else None)
         try:
-            result = inner(*args, **kwargs)
+            result = wrapped(*args, **kwargs)
         except BaseException:
             leave(entry, True)
             raise
@@ -297,6 +294,16 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
             if tensor is not None:
                 _report_graph_result(label, mode, tensor)
         return result
+
+    if not inspect.isfunction(inner):
+        # Callable objects, partials, builtins: a wrapt proxy binds (or not) like the original.
+        return wrapt.FunctionWrapper(fn, run)
+
+    # A plain function rather than a wrapt proxy: it binds as a method just like the original
+    # (self arrives in args), and it is the cheapest wrapper a call can go through.
+    @functools.wraps(inner)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return run(inner, None, args, kwargs)
 
     if isinstance(fn, staticmethod):
         return staticmethod(call)

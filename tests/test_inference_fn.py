@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import inspect
 import subprocess
@@ -216,6 +217,27 @@ def test_staticmethod_and_classmethod_in_both_orders() -> None:
         assert call(model) == INSIDE
     for call in (Service.class_inner, Service.class_outer, service.class_outer):
         assert call(model) == ("Service", *INSIDE)
+    assert state(model) == OUTSIDE
+
+
+def test_callable_objects_and_partials_keep_their_binding() -> None:
+    """A decorated callable object or partial stored on a class is not bound to the instance."""
+    model = make_model()
+
+    class Scorer:
+        def __call__(self, model: nn.Module) -> tuple[bool, list[bool]]:
+            return state(model)
+
+    def scaled(scale: int, model: nn.Module) -> tuple[Any, ...]:
+        return (scale, *state(model))
+
+    class Service:
+        scorer = inference_fn(Scorer())
+        halved = inference_fn(functools.partial(scaled, 2))
+
+    assert Service().scorer(model) == INSIDE
+    assert Service().halved(model) == (2, *INSIDE)
+    assert inference_fn(Scorer())(model) == INSIDE
     assert state(model) == OUTSIDE
 
 
