@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import gradguard
-from gradguard import _findings, _state
+from gradguard import _findings
 
 
 def make_model() -> nn.Sequential:
@@ -30,14 +30,6 @@ def flags(model: nn.Module) -> list[bool]:
 
 
 TRAIN_FLAGS = [True, True, False, True, True]
-
-
-@pytest.fixture(autouse=True)
-def _clean_state() -> Iterator[None]:
-    gradguard.clear_findings()
-    yield
-    assert _state.held_counts() == (0, 0)
-    assert torch.is_grad_enabled()
 
 
 def test_evaluating_on_async_def_holds_only_while_the_body_runs() -> None:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import gradguard
-from gradguard import _state, inference_fn
+from gradguard import inference_fn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,16 +50,6 @@ OUTSIDE = (True, TRAIN_FLAGS)
 def here() -> int:
     """The caller's line number, to compute the line of a call that must warn."""
     return sys._getframe(1).f_lineno
-
-
-@pytest.fixture(autouse=True)
-def _clean_state() -> Iterator[None]:
-    gradguard.clear_findings()
-    gradguard.configure(strict=False)
-    yield
-    gradguard.configure(strict=None)
-    assert _state.held_counts() == (0, 0)
-    assert torch.is_grad_enabled()
 
 
 # ------------------------------------------------------------------------------------------------
