@@ -478,6 +478,39 @@ def test_plain_coroutine_sees_gradients_on_while_a_decorated_one_is_suspended() 
     assert state(model) == OUTSIDE
 
 
+def test_async_method_and_async_generator_method_of_a_module_hold_self() -> None:
+    """async def and async generator methods of an nn.Module subclass hold self per step."""
+
+    class Server(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = make_model()
+
+        @inference_fn
+        async def handle(self, x: torch.Tensor) -> tuple[bool, list[bool], bool]:
+            await asyncio.sleep(0)
+            return (torch.is_grad_enabled(), flags(self.body), self.body(x).requires_grad)
+
+        @inference_fn(mode="inference")
+        async def stream(self, n: int) -> AsyncIterator[tuple[bool, bool]]:
+            for _ in range(n):
+                await asyncio.sleep(0)
+                yield (torch.is_inference_mode_enabled(), self.training)
+
+    server = Server()
+
+    async def main() -> tuple[Any, list[Any]]:
+        handled = await server.handle(torch.randn(2, 4))
+        streamed = [item async for item in server.stream(2)]
+        return handled, streamed
+
+    handled, streamed = asyncio.run(main())
+    assert handled == (False, EVAL_FLAGS, False)
+    assert streamed == [(True, False), (True, False)]
+    assert server.training
+    assert flags(server.body) == TRAIN_FLAGS
+
+
 def test_many_interleaved_tasks_never_leak_the_scope() -> None:
     """50 decorated tasks and 50 plain tasks interleave; each side only ever sees its own state."""
     model = make_model()
