@@ -1,8 +1,9 @@
 """``@inference_fn``: an inference scope as a decorator for every callable kind.
 
 Everything that can be decided once is decided at decoration time (the mode, the explicit models,
-which parameters default to a module, the callable's kind), so a call costs an argument scan, a
-cached tree lookup and the same enter/exit as :class:`~gradguard.evaluating`.
+which parameters default to a module, the callable's kind, the GG001 hook pair), so a call costs an
+argument scan, a cached tree lookup, and a hold on the state engine with the checks of
+:class:`~gradguard.evaluating`: no signature binding, no validation, no per-call scope object.
 """
 
 from __future__ import annotations
