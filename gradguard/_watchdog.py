@@ -40,7 +40,7 @@ from torch.utils.hooks import RemovableHandle
 
 from gradguard import _config, _findings, _state
 
-__all__ = ["WatchHandle", "is_watching", "known_models", "unwatch", "watch"]
+__all__ = ["WatchHandle", "flush", "is_watching", "known_models", "unwatch", "watch"]
 
 _lock = threading.RLock()
 _local = threading.local()
@@ -252,6 +252,20 @@ def known_models() -> list[nn.Module]:
         if model is not None:
             models.append(model)
     return models
+
+
+def flush() -> None:
+    """Report now the graphs found freed unused since the last watched forward (GG001).
+
+    A graph dies in a finalizer, where nothing may warn or raise, so its finding waits for the
+    next watched forward, optimizer step, ``train()``/``eval()`` call or :func:`unwatch`. Tools
+    that attribute findings to a unit of work (a test) call ``gc.collect()`` then this.
+
+    Raises:
+        GradGuardError: strict, and such a graph was found.
+    """
+    if _pending:
+        _flush_pending()
 
 
 # --------------------------------------------------------------------------------------------

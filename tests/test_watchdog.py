@@ -933,3 +933,16 @@ def test_copied_model_is_watched_and_leaves_no_hook_after_unwatch() -> None:
     late_copy(batch())
     for model in (policy, target, late_copy):
         assert not model._forward_pre_hooks and not model._forward_hooks
+
+
+def test_flush_reports_freed_graphs_at_once(watched: gradguard.WatchHandle) -> None:
+    """flush() reports a graph freed unused without waiting for the next forward."""
+    model = Net()
+    model.eval()
+    line = here() + 1
+    model(batch())
+    gc.collect()
+    assert gradguard.findings() == []
+    with pytest.warns(gradguard.GraphInInferenceWarning):
+        _watchdog.flush()
+    assert [(f.code, f.lineno) for f in gradguard.findings()] == [("GG001", line)]
