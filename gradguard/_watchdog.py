@@ -293,10 +293,12 @@ def _install() -> None:
             _patch(nn.Module, name, _noting(original))
         _patch(torch.Tensor, "backward", _explaining_tensor_backward(torch.Tensor.backward))
         _patch(torch.autograd, "backward", _explaining_backward(torch.autograd.backward))
-        remembering = _remembering_set_grad_enabled(torch.set_grad_enabled)
-        _patch(torch, "set_grad_enabled", remembering)
-        _patch(torch.autograd, "set_grad_enabled", remembering)
-        _patch(torch.autograd.grad_mode, "set_grad_enabled", remembering)
+        # Methods of the class, not the class itself: torch.compile recognises
+        # torch.set_grad_enabled by identity, and traces it without calling __init__.
+        switch = _set_grad_enabled_class
+        _patch(switch, "__init__", _remembering_init(switch.__dict__["__init__"]))
+        _patch(switch, "__exit__", _forgetting(switch.__dict__["__exit__"]))
+        _patch(switch, "__call__", _forgetting(switch.__dict__["__call__"]))
         module_hooks = nn.modules.module
         _global_hooks.append(
             register_optimizer_step_pre_hook(_optimizer_step_pre_hook)
@@ -487,46 +489,42 @@ def _rebuild_covered() -> list[Any]:
 # --------------------------------------------------------------------------------------------
 
 
-class _RememberedSetGradEnabled(_set_grad_enabled_class):
-    """``torch.set_grad_enabled`` that forgets its site when used as a with-block or decorator."""
+def _remembering_init(original: Callable[..., None]) -> Callable[..., None]:
+    """``set_grad_enabled.__init__`` that remembers where the user switched gradients off."""
 
-    def _forget(self) -> None:
-        if getattr(_local, "disabled_by", None) is self:
-            _local.disabled_by = None
-            _local.disabled_at = None
-
-    def __exit__(self, *exc: Any) -> None:
-        self._forget()
-        super().__exit__(*exc)
-
-    def __call__(self, function: Any) -> Any:
-        self._forget()  # as a decorator it switches only while the function runs
-        return super().__call__(function)
-
-
-def _remembering_set_grad_enabled(original: Any) -> Callable[[bool], Any]:
-    def set_grad_enabled(mode: bool) -> Any:
+    def __init__(self: Any, mode: bool) -> None:
+        original(self, mode)
         if _is_compiling():
-            return original(mode)
-        caller = sys._getframe(1).f_globals.get("__name__", "")
-        if caller.startswith("torch."):
-            # torch.no_grad()/enable_grad() switching on enter and exit: scoped, not bare.
-            return original(mode)
-        switch = _RememberedSetGradEnabled(mode)
+            return
         try:
+            caller = sys._getframe(1)
+            if caller.f_globals.get("__name__", "").startswith("torch."):
+                return  # torch.no_grad()/enable_grad() switching on enter and exit: scoped
             if mode:
                 _local.disabled_by = None
                 _local.disabled_at = None
             else:
-                _local.disabled_by = switch
-                _local.disabled_at = _findings.user_site(sys._getframe(1))
+                _local.disabled_by = self
+                _local.disabled_at = _findings.user_site(caller)
         except Exception:  # fail open: remembering the site is a nicety
             pass
-        return switch
 
-    set_grad_enabled.__doc__ = original.__doc__
-    set_grad_enabled.__wrapped__ = original  # type: ignore[attr-defined]
-    return set_grad_enabled
+    __init__.__wrapped__ = original  # type: ignore[attr-defined]
+    return __init__
+
+
+def _forgetting(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``__exit__``/``__call__``: a with-block or decorator switches only for its own body."""
+
+    def forgetting(self: Any, *args: Any) -> Any:
+        if getattr(_local, "disabled_by", None) is self:
+            _local.disabled_by = None
+            _local.disabled_at = None
+        return original(self, *args)
+
+    forgetting.__name__ = original.__name__
+    forgetting.__wrapped__ = original  # type: ignore[attr-defined]
+    return forgetting
 
 
 def _where_grad_disabled() -> str:

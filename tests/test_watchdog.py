@@ -84,9 +84,7 @@ def _patched_attributes() -> tuple[object, ...]:
         *(nn.Module.__dict__[n] for n in ("train", "eval", "to", "cuda", "cpu", "load_state_dict")),
         torch.Tensor.backward,
         torch.autograd.backward,
-        torch.set_grad_enabled,
-        torch.autograd.set_grad_enabled,
-        torch.autograd.grad_mode.set_grad_enabled,
+        *(torch.set_grad_enabled.__dict__[n] for n in ("__init__", "__exit__", "__call__")),
     )
 
 
@@ -946,3 +944,21 @@ def test_flush_reports_freed_graphs_at_once(watched: gradguard.WatchHandle) -> N
     with pytest.warns(gradguard.GraphInInferenceWarning):
         _watchdog.flush()
     assert [(f.code, f.lineno) for f in gradguard.findings()] == [("GG001", line)]
+
+
+def test_compiled_code_may_switch_gradients_while_watching(watched: gradguard.WatchHandle) -> None:
+    """torch.set_grad_enabled inside a fullgraph-compiled function still compiles while watching."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    layer = nn.Linear(8, 8)
+
+    @torch.compile(backend="eager", fullgraph=True)
+    def features(x: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(False):
+            y = layer(x)
+        return y * 2
+
+    assert torch.set_grad_enabled is torch.autograd.grad_mode.set_grad_enabled
+    assert not features(batch()).requires_grad
+    torch._dynamo.reset()
