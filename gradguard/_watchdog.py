@@ -309,8 +309,6 @@ def _install() -> None:
         _global_hooks.append(
             module_hooks.register_module_module_registration_hook(_on_module_registered)
         )
-        # Structure changes bump _state._generation, which the watchdog's caches check.
-        _state._install_registration_hook()
         _state.tree_listener = _on_new_tree
         _installed = True
         for root in _state.known_roots():
@@ -415,6 +413,10 @@ def _noting(original: Callable[..., Any]) -> Callable[..., Any]:
     return noting
 
 
+# Bumped whenever a parameter or submodule is registered anywhere: the watchdog's caches check it.
+_structure = 0
+
+
 def _forget_parameter(key: int, ref: weakref.ref[torch.Tensor]) -> None:
     entry = _param_owner.get(key)
     if entry is not None and entry[0] is ref:
@@ -422,6 +424,8 @@ def _forget_parameter(key: int, ref: weakref.ref[torch.Tensor]) -> None:
 
 
 def _on_parameter_registered(module: nn.Module, _name: str, param: Any) -> None:
+    global _structure
+    _structure += 1
     if param is not None:
         key = id(param)
         ref = weakref.ref(param, functools.partial(_forget_parameter, key))
@@ -429,6 +433,8 @@ def _on_parameter_registered(module: nn.Module, _name: str, param: Any) -> None:
 
 
 def _on_module_registered(module: nn.Module, _name: str, child: Any) -> None:
+    global _structure
+    _structure += 1
     if child is not None:
         _module_parent[child] = weakref.ref(module)
 
@@ -464,7 +470,7 @@ def _deep_pre_hook(module: nn.Module, args: Any) -> None:
     if _is_compiling():
         return
     covered = _covered
-    if covered[0] != _models_version or covered[1] != _state._generation:
+    if covered[0] != _models_version or covered[1] != _structure:
         covered = _rebuild_covered()
     if id(module) in covered[2]:
         return
@@ -480,7 +486,7 @@ def _rebuild_covered() -> list[Any]:
     ids: set[int] = set()
     for model in known_models():
         ids.update(map(id, model.modules()))
-    _covered = [_models_version, _state._generation, frozenset(ids)]
+    _covered = [_models_version, _structure, frozenset(ids)]
     return _covered
 
 
@@ -567,10 +573,10 @@ def _behaves_differently_in_training(module: nn.Module) -> bool:
 
 def _mode_dependent(module: nn.Module) -> bool:
     cached = _mode_dependent_cache.get(module)
-    if cached is not None and cached[0] == _state._generation:
+    if cached is not None and cached[0] == _structure:
         return cached[1]
     known = any(map(_behaves_differently_in_training, module.modules()))
-    _mode_dependent_cache[module] = (_state._generation, known)
+    _mode_dependent_cache[module] = (_structure, known)
     return known
 
 
@@ -872,7 +878,7 @@ def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
     count = sum(len(group["params"]) for group in optimizer.param_groups)
-    key = (_models_version, _state._generation, len(optimizer.param_groups), count)
+    key = (_models_version, _structure, len(optimizer.param_groups), count)
     view = _optimizer_cache.get(optimizer)
     if view is not None and view.key == key:
         return view
@@ -881,7 +887,7 @@ def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
         root = _root_of_parameter(param)
         if root is not None and id(root) not in _models:
             _note(root)
-    key = (_models_version, _state._generation, len(optimizer.param_groups), count)
+    key = (_models_version, _structure, len(optimizer.param_groups), count)
     view = _OptimizerView(key)
     models = known_models()
     trees = [(model, frozenset(map(id, model.modules()))) for model in models]

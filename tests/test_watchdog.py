@@ -117,6 +117,35 @@ def test_plain_import_patches_nothing() -> None:
     assert done.stdout.strip() == "ok"
 
 
+def test_watch_then_unwatch_leaves_a_fresh_process_as_it_was() -> None:
+    """In a fresh interpreter, every global hook table is as it was after watch() and unwatch()."""
+    code = (
+        "import torch, torch.optim.optimizer as oo\n"
+        "from torch import nn\n"
+        "import gradguard\n"
+        "mm = nn.modules.module\n"
+        "tables = lambda: [dict(t) for t in (mm._global_forward_pre_hooks,"
+        " mm._global_forward_hooks, mm._global_parameter_registration_hooks,"
+        " mm._global_module_registration_hooks, mm._global_buffer_registration_hooks,"
+        " oo._global_optimizer_pre_hooks, oo._global_optimizer_post_hooks)]\n"
+        "before = tables()\n"
+        "with gradguard.watch(deep=True):\n"
+        "    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout())\n"
+        "    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "    model(torch.randn(1, 2)).sum().backward()\n"
+        "    opt.step()\n"
+        "assert tables() == before, (tables(), before)\n"
+        "assert not model._forward_pre_hooks and not model._forward_hooks\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GRADGUARD_WATCH"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
 @pytest.mark.parametrize(("value", "deep"), [("1", False), ("Yes", False), ("deep", True)])
 def test_environment_variable_installs_at_import(value: str, deep: bool) -> None:
     """GRADGUARD_WATCH=1/yes/deep installs the watchdog when gradguard is imported."""
@@ -160,7 +189,6 @@ def test_environment_variable_off_values_install_nothing(monkeypatch: pytest.Mon
 
 def test_watch_and_unwatch_restore_every_patch_and_hook() -> None:
     """watch() patches and hooks; unwatch() puts back the very same objects and hook counts."""
-    _state.tree_of((Net(),))  # the state engine's own registration hook, installed once
     attributes = _patched_attributes()
     hooks = _global_hook_counts()
     model = Net()
@@ -211,7 +239,6 @@ def test_watch_rejects_bad_arguments_before_installing() -> None:
 
 def test_thousand_watch_unwatch_cycles_leave_nothing() -> None:
     """1,000 cycles that each see models, step and find mistakes leave no hook, patch or model."""
-    _state.tree_of((Net(),))  # the state engine's own registration hook, installed once
     attributes = _patched_attributes()
     hooks = _global_hook_counts()
     model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1), nn.Linear(8, 2))
