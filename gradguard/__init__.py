@@ -3,6 +3,7 @@
 Public names only; everything lives in private modules. Importing gradguard patches nothing.
 """
 
+from gradguard import _watchdog
 from gradguard._config import configure
 from gradguard._findings import (
     CHECKS,
@@ -20,6 +21,7 @@ from gradguard._findings import (
 )
 from gradguard._inference import inference_fn
 from gradguard._scopes import allow, evaluating, frozen
+from gradguard._watchdog import WatchHandle, unwatch, watch
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,7 @@ __all__ = [
     "ScopeStateChangedWarning",
     "StepWithoutGradientsWarning",
     "TrainModeWithoutGradWarning",
+    "WatchHandle",
     "__version__",
     "allow",
     "clear_findings",
@@ -42,4 +45,9 @@ __all__ = [
     "findings",
     "frozen",
     "inference_fn",
+    "unwatch",
+    "watch",
 ]
+
+# GRADGUARD_WATCH installs the watchdog once every public name above exists.
+_watchdog._watch_from_environment()

@@ -225,6 +225,7 @@ def report(
     fix: str,
     *,
     site: tuple[str, int] | None = None,
+    strict: bool | None = None,
 ) -> Finding | None:
     """Report a finding through the one channel.
 
@@ -238,6 +239,8 @@ def report(
         message: what happened and where.
         fix: the one-line fix.
         site: ``(filename, line)`` to point at; by default the user's innermost frame.
+        strict: overrides :func:`gradguard.configure` / ``GRADGUARD_STRICT`` when not None
+            (``watch(strict=...)`` passes its own).
     """
     if is_allowed(check):
         return None
@@ -255,7 +258,7 @@ def report(
             _records.append(record)
         else:
             record.count += 1
-    if check in _ALWAYS_ERRORS or _config.is_strict():
+    if check in _ALWAYS_ERRORS or (_config.is_strict() if strict is None else strict):
         raise GradGuardError(replace(record))
     if first:
         category = WARNING_CLASSES.get(check, GradGuardWarning)
@@ -333,8 +336,8 @@ def fail_open(where: str) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R | None:
             try:
                 return fn(*args, **kwargs)
-            except GradGuardError:
-                raise
+            except (GradGuardError, GradGuardWarning):
+                raise  # a finding (strict, or a warning the user's filters turned into an error)
             except Exception as error:  # fail open: the user's step must go on
                 report(
                     "internal-error",
