@@ -102,6 +102,7 @@ def _scope_functions(
     pop = watch.hooks.__exit__
     no_grad = mode == "no_grad"
     inference = mode == "inference"
+    wanted = _scopes._GRAPH_WANTED
 
     def enter(tree: _state.Tree | None) -> Entry:
         hold = hold_eval(tree) if tree is not None else None
@@ -115,7 +116,9 @@ def _scope_functions(
                 context.__enter__()
                 grad = context
             else:
-                return (hold, None, False)
+                # mode="grad" asks for graphs in eval mode: the watchdog's GG001 stays silent.
+                _findings.push_allowed(wanted)
+                return (hold, wanted, False)
             local.reported = False
             try:
                 push()
@@ -133,7 +136,9 @@ def _scope_functions(
         try:
             if pushed:
                 pop(None, None, None)
-            if grad is not None:
+            if grad is wanted:
+                _findings.pop_allowed(wanted)
+            elif grad is not None:
                 if no_grad:
                     if is_grad_enabled():
                         grad_changed = grad_mode_changed(mode)

@@ -116,6 +116,24 @@ def test_grad_mode_holds_eval_and_keeps_gradients() -> None:
     assert state(model) == OUTSIDE
 
 
+def test_grad_mode_keeps_the_watchdog_quiet_about_wanted_graphs() -> None:
+    """Under watch(), a graph built on purpose in mode="grad" is not reported, as in evaluating."""
+    model = make_model()
+
+    @inference_fn(mode="grad")
+    def score(model: nn.Module, x: torch.Tensor) -> float:
+        return model(x).sum().item()
+
+    handle = gradguard.watch()
+    try:
+        score(model, torch.randn(3, 4))
+        gc.collect()
+    finally:
+        handle.close()
+    assert gradguard.findings() == []
+    assert state(model) == OUTSIDE
+
+
 def test_models_argument_holds_exactly_the_named_models() -> None:
     """With models=, only those models are held; other module arguments keep their flags."""
     encoder, other = make_model(), make_model()
