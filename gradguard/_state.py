@@ -9,12 +9,14 @@ the modules they have in common, and a module is restored only when no open hold
 
 The flat list of a root's modules is cached, so entering a scope does not walk the tree: the cache
 is invalidated by a global module-registration hook (installed once, on first use) and by a cheap
-check of every module's child count (catching deletions and direct ``_modules`` edits).
+check of every module's child count (catching deletions and direct ``_modules`` edits), and dropped
+whole when a full garbage collection starts (so a model that refers to itself can still be freed).
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import operator
 import threading
 import weakref
@@ -46,6 +48,14 @@ def _bump_generation(*_args: Any) -> None:
     _generation += 1
 
 
+def _drop_cache_before_full_collection(phase: str, info: dict[str, Any]) -> None:
+    # The cache holds submodules (and the roots' __dict__s) strongly. A model that refers to itself
+    # (a Lightning module through its trainer, say) would then never be collected: drop the cache
+    # when a full collection starts. Those are rare, and a tree is cheap to build again.
+    if phase == "start" and info.get("generation") == 2:
+        _trees.clear()
+
+
 def _install_registration_hook() -> None:
     global _hook_installed
     with _lock:
@@ -53,6 +63,7 @@ def _install_registration_hook() -> None:
             # Fires whenever a submodule is registered or replaced anywhere: that is when a
             # cached tree may have gone stale. It never runs on forward, so it costs nothing there.
             nn.modules.module.register_module_module_registration_hook(_bump_generation)
+            gc.callbacks.append(_drop_cache_before_full_collection)
             _hook_installed = True
 
 

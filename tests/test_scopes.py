@@ -512,3 +512,15 @@ def test_frozen_bad_input() -> None:
         frozen(Net(), 3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"eval=\.\.\."):
         frozen(Net(), eval="yes")  # type: ignore[arg-type]
+
+
+def test_model_that_refers_to_itself_is_collected_after_a_scope() -> None:
+    """A model holding a reference cycle to itself is freed by a full collection after a scope."""
+    net = fine_tuning_net()
+    net.__dict__["owner_chain"] = [net]  # a cycle, as a Lightning module has through its trainer
+    with evaluating(net):
+        net(torch.randn(2, 8))
+    ref = weakref.ref(net)
+    del net
+    gc.collect()
+    assert ref() is None
