@@ -19,6 +19,7 @@ from gradguard._findings import (
     findings,
 )
 from gradguard._scopes import allow, evaluating, frozen
+from gradguard.measure import measure
 
 __version__ = "0.1.0"
 
@@ -40,4 +41,5 @@ __all__ = [
     "evaluating",
     "findings",
     "frozen",
+    "measure",
 ]
