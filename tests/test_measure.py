@@ -204,6 +204,15 @@ def test_outputs_match_compares_structure_values_and_dtypes() -> None:
     assert not outputs_match("x", "y")
 
 
+def test_outputs_match_allows_tf32_rounding_only_when_asked() -> None:
+    """With tf32=True (CUDA with TF32) float32 differences of 1e-3 match; float64 never."""
+    a = torch.tensor([1.0, 0.0])
+    assert not outputs_match(a + 1e-3, a)
+    assert outputs_match(a + 1e-3, a, tf32=True)
+    assert not outputs_match(a + 1e-2, a, tf32=True)
+    assert not outputs_match(a.double() + 1e-3, a.double(), tf32=True)
+
+
 def mixed_state_model() -> tuple[nn.Module, list[bool], list[bool]]:
     """A training model with a frozen BatchNorm kept in eval and one frozen Linear."""
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(), nn.Linear(8, 2))
