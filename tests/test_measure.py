@@ -229,6 +229,31 @@ def assert_state(model: nn.Module, training: list[bool], requires: list[bool]) -
     assert [p.requires_grad for p in model.parameters()] == requires
 
 
+class ReenablesGrad(nn.Module):
+    """Turns gradients back on inside its forward: a graph is recorded even under no_grad."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            out: torch.Tensor = self.linear(x).relu()
+        return out
+
+
+def test_forward_that_reenables_grad_shows_saved_bytes_instead_of_warning() -> None:
+    """A graph recorded under no_grad or evaluating is reported as saved bytes; no GG001 warning
+    is raised while measuring (pytest turns any warning into an error)."""
+    result = gradguard.measure(ReenablesGrad(), torch.randn(4, 4), repeats=1, warmup=1)
+    relu_output = 4 * 8 * 4
+    assert result.modes["grad"].saved_bytes == relu_output
+    assert result.modes["no_grad"].saved_bytes == relu_output
+    assert result.modes["evaluating"].saved_bytes == relu_output
+    assert result.modes["inference"].saved_bytes == 0
+    assert gradguard.findings() == []
+
+
 def test_restores_every_flag_and_the_grad_mode_after_success() -> None:
     """Each submodule's own training flag, each requires_grad and the grad mode come back."""
     model, training, requires = mixed_state_model()
