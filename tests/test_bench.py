@@ -91,7 +91,7 @@ def test_own_model_quick_json_run_writes_the_schema_and_known_saved_bytes(tmp_pa
     assert progress[0] == (
         "gradguard bench: [1/1] tinymodels:build, batch 4: building tinymodels:build()"
     )
-    assert any("measuring 4 modes, 1 warm-up + 3 timed runs each" in line for line in progress)
+    assert any("measuring 4 modes, 1 warm-up + 5 timed runs each" in line for line in progress)
     assert progress[-1] == f"gradguard bench: wrote {out}"
 
 
@@ -220,6 +220,14 @@ def test_recommends_inference_mode_only_when_clearly_faster() -> None:
     """inference_mode is recommended when at least 5% faster than no_grad, no_grad otherwise."""
     assert recommend(measured(10.0, 8.0, 7.0)).startswith('evaluating(model, mode="inference")')
     assert recommend(measured(10.0, 8.0, 7.8)) == "evaluating(model): eval() + no_grad"
+
+
+def test_inference_mode_must_beat_the_better_of_no_grad_and_evaluating() -> None:
+    """A slow no_grad sample alone does not make inference mode the advice: evaluating runs the
+    same computation, and inference mode must be 5% faster than the better of the two."""
+    result = measured(10.0, 8.0, 7.0)
+    result.modes["evaluating"] = mode(7.2)
+    assert recommend(result) == "evaluating(model): eval() + no_grad"
 
 
 def test_recommendation_flags_outputs_that_differ() -> None:
