@@ -22,7 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradguard.measure import Measurement, describe_device, format_percent, measure
+from gradguard.measure import (
+    Measurement,
+    core_count,
+    describe_device,
+    format_percent,
+    measure,
+)
 
 # Inference mode must beat no_grad by this much before the table recommends it: smaller
 # differences are within the run-to-run noise of a shared machine.
@@ -333,6 +339,14 @@ def summary_rows(results: Sequence[tuple[Job, Measurement]]) -> list[str]:
     return rows
 
 
+def _load_average() -> float | None:
+    """The one-minute load average where the system has one: busy machines time noisily."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def _progress(message: str) -> None:
     print(f"gradguard bench: {message}", file=sys.stderr, flush=True)
 
@@ -357,6 +371,7 @@ def _main(namespace: argparse.Namespace) -> int:
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
     results: list[tuple[Job, Measurement]] = []
+    load_before = _load_average()
     started = time.perf_counter()
     for index, job in enumerate(jobs, 1):
         step = f"[{index}/{len(jobs)}] {job.name}, batch {job.batch_size}"
@@ -385,6 +400,19 @@ def _main(namespace: argparse.Namespace) -> int:
         f"{repeats} timed runs after {warmup} warm-up, modes interleaved; each figure is "
         "against eval mode with gradients on"
     )
+    load_after = _load_average()
+    if load_before is not None and load_after is not None:
+        cores = core_count()
+        busy = max(load_before, load_after) > cores - 0.5
+        print(
+            f"load average {load_before:.1f} before, {load_after:.1f} after, on {cores} cores"
+            + (
+                ": other work shared the machine, so latencies are noisy (memory and saved "
+                "bytes are not affected)"
+                if busy
+                else ""
+            )
+        )
     if namespace.quick and namespace.model is None:
         shapes = ", ".join(
             f"{job.name} {'x'.join(map(str, job.sample_shape))}" for job, _ in results

@@ -85,6 +85,7 @@ def test_own_model_quick_json_run_writes_the_schema_and_known_saved_bytes(tmp_pa
     assert lines[0].startswith("gradguard bench on cpu (")
     assert "cores)" in lines[0]
     assert f"torch {torch.__version__}" in lines[1]
+    assert lines[2].startswith("load average ")
     assert "| Model family | Batch size | No-grad memory reduction |" in done.stdout
     assert "| tinymodels:build | 4 |" in done.stdout
     progress = done.stderr.splitlines()
