@@ -264,6 +264,8 @@ def _load_factory(spec: str) -> Callable[[], object]:
 
 @dataclass(frozen=True)
 class Job:
+    """One row of the table: a model to build and the batch to feed it."""
+
     name: str
     batch_size: int
     build: Callable[[], object]
@@ -377,7 +379,13 @@ def _main(namespace: argparse.Namespace) -> int:
         step = f"[{index}/{len(jobs)}] {job.name}, batch {job.batch_size}"
         _progress(f"{step}: building {job.describe}")
         torch.manual_seed(0)
-        model = job.build()
+        try:
+            model = job.build()
+        except Exception as error:
+            raise BenchError(
+                f"{job.describe} failed: {type(error).__name__}: {error}; --model takes a "
+                "callable that needs no arguments and returns an nn.Module"
+            ) from error
         if not isinstance(model, nn.Module):
             raise BenchError(f"{job.name} returned {type(model).__name__}, not an nn.Module")
         model = model.to(device)

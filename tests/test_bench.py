@@ -30,6 +30,10 @@ def broken():
 
 def not_a_model():
     return "a string"
+
+
+def needs_arguments(width):
+    return nn.Linear(width, width)
 '''
 
 
@@ -130,6 +134,8 @@ def run_in_process(
         status = cli.main(["bench", *args])
     except SystemExit as exit_:  # argparse refuses bad values by exiting
         status = int(exit_.code or 0)
+    finally:
+        sys.modules.pop("tinymodels", None)  # each test imports its own tmp_path copy
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 
@@ -154,6 +160,10 @@ def test_model_failing_on_its_inputs_exits_2_from_the_console(tmp_path: Path) ->
         (["--model", "nosuchmodule:build", "--input-shape", "8"], "cannot import 'nosuchmodule'"),
         (["--model", "tinymodels:nothing", "--input-shape", "8"], "has no attribute 'nothing'"),
         (["--model", "tinymodels:not_a_model", "--input-shape", "8"], "not an nn.Module"),
+        (
+            ["--model", "tinymodels:needs_arguments", "--input-shape", "8"],
+            "tinymodels:needs_arguments() failed: TypeError",
+        ),
         (["--input-shape", "8"], "--input-shape applies to --model"),
     ],
 )
