@@ -9,7 +9,10 @@ How each figure is obtained:
 - latency: wall-clock time of one forward call, including dropping its result (and so, in grad
   mode, freeing the graph it recorded), as an evaluation loop pays it. Modes are interleaved run by
   run, in an order that rotates every round, so machine drift and cache effects hit all alike. On
-  CUDA the device is synchronized before and after every timed call.
+  CUDA the device is synchronized before and after every timed call. ``latency_improvement`` is
+  ``1 -`` the median over rounds of (this mode's time / the baseline's time in the same round):
+  each ratio compares runs made moments apart, so load that comes and goes on a shared machine
+  cancels out of it better than out of a ratio of two medians.
 - peak memory: the allocator's peak above the baseline taken just before the forward, with the
   output still alive. CUDA: the caching allocator's ``max_memory_allocated`` after
   ``reset_peak_memory_stats``. CPU: the running sum of the profiler's allocation and free events
@@ -383,6 +386,14 @@ def _relative_gain(value: float, baseline: float) -> float:
     return 0.0 if baseline <= 0 else 1.0 - value / baseline
 
 
+def _paired_gain(samples: Sequence[float], baseline: Sequence[float]) -> float:
+    """``1 -`` the median, over rounds, of a mode's time over the baseline's in the same round."""
+    if samples is baseline:
+        return 0.0
+    ratios = [value / base for value, base in zip(samples, baseline) if base > 0]
+    return 1.0 - statistics.median(ratios) if ratios else 0.0
+
+
 def _check_arguments(model: object, modes: object, repeats: object, warmup: object) -> list[str]:
     if not isinstance(model, nn.Module):
         raise TypeError(
@@ -526,7 +537,7 @@ def measure(
             saved_bytes=saved[mode],
             outputs_match=matches[mode],
             memory_reduction=_relative_gain(peaks[mode], peaks[BASELINE]),
-            latency_improvement=_relative_gain(medians[mode], medians[BASELINE]),
+            latency_improvement=_paired_gain(samples[mode], samples[BASELINE]),
         )
         for mode in chosen
     }
