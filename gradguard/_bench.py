@@ -33,7 +33,7 @@ from gradguard.measure import (
 # Inference mode must improve latency by this much more than no_grad (in points of the baseline)
 # before the table recommends it: smaller differences are within the noise of a shared machine.
 INFERENCE_MARGIN = 0.05
-# Timed runs per mode: a full run takes about 20 s on two idle cores, --quick a few seconds.
+# Timed runs per mode: a full run takes 15-40 s on two cores, --quick well under a minute.
 REPEATS = 30
 QUICK_REPEATS = 5
 
