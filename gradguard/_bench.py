@@ -232,10 +232,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "built-in families",
     )
     parser.add_argument(
-        "--repeats", type=_positive, metavar="N", help=f"timed runs per mode (default: {REPEATS})"
+        "--repeats",
+        type=_positive,
+        metavar="N",
+        help=f"timed runs per mode (default: {REPEATS}; {QUICK_REPEATS} with --quick)",
     )
     parser.add_argument(
-        "--warmup", type=_non_negative, metavar="N", help="warm-up runs per mode (default: 3)"
+        "--warmup",
+        type=_non_negative,
+        metavar="N",
+        help="warm-up runs per mode (default: 3; 1 with --quick)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
 

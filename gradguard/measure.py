@@ -513,9 +513,7 @@ def measure(
             for mode in chosen:
                 with _in_mode(mode, model):
                     peaks[mode] = (
-                        _cuda_peak(forward, device)
-                        if device.type == "cuda"
-                        else _cpu_peak(forward)
+                        _cuda_peak(forward, device) if device.type == "cuda" else _cpu_peak(forward)
                     )
             samples = _timed_pass(model, chosen, forward, device, repeats, warmup)
     finally:

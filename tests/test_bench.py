@@ -15,7 +15,7 @@ from gradguard import cli
 from gradguard._bench import FAMILIES, Job, recommend, summary_rows
 from gradguard.measure import MODES, Measurement, ModeResult
 
-FACTORY_MODULE = '''
+FACTORY_MODULE = """
 import torch
 from torch import nn
 
@@ -34,7 +34,7 @@ def not_a_model():
 
 def needs_arguments(width):
     return nn.Linear(width, width)
-'''
+"""
 
 
 def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

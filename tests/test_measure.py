@@ -397,9 +397,7 @@ def test_cuda_peak_and_saved_bytes_match_the_chain() -> None:
     """On CUDA, the caching allocator's peak and the saved bytes match the construction."""
     torch.manual_seed(0)
     model = linear_relu_chain().cuda()
-    result = gradguard.measure(
-        model, torch.randn(BATCH, WIDTH, device="cuda"), repeats=2, warmup=1
-    )
+    result = gradguard.measure(model, torch.randn(BATCH, WIDTH, device="cuda"), repeats=2, warmup=1)
     assert result.device.startswith("cuda:")
     assert within(result.modes["grad"].saved_bytes, LAYERS * ACTIVATION_BYTES)
     assert within(result.modes["grad"].peak_bytes, (LAYERS + 1) * ACTIVATION_BYTES)
