@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import statistics
 import threading
 
@@ -334,6 +335,39 @@ def test_forward_failing_in_one_mode_names_it_and_restores_what_it_changed() -> 
     assert model.training
     assert model.linear.training
     assert model.linear.weight.requires_grad
+
+
+class FailsOnCall(nn.Module):
+    """Raises on its n-th forward call: a failure in the middle of the timed runs."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt
+        out: torch.Tensor = self.linear(x)
+        return out
+
+
+def test_interrupt_during_timed_runs_restores_state_and_garbage_collection() -> None:
+    """An interrupt in the middle of the timed runs propagates as it is; every flag, the grad
+    mode and automatic garbage collection are back."""
+    model = FailsOnCall(fail_at=12)  # after 4 check runs and 4 memory runs
+    model.train()
+    model.linear.eval()
+    with torch.no_grad():
+        with pytest.raises(KeyboardInterrupt):
+            gradguard.measure(model, torch.randn(2, 4), repeats=3, warmup=1)
+        assert not torch.is_grad_enabled()
+    assert model.calls == 12
+    assert model.training
+    assert not model.linear.training
+    assert gc.isenabled()
 
 
 def test_unknown_mode_lists_the_valid_ones_before_anything_runs() -> None:
