@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/evaluate_frozen.py
+	$(PY) -m gradguard bench --quick
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -22,6 +22,7 @@ from gradguard._findings import (
 from gradguard._inference import inference_fn
 from gradguard._scopes import allow, evaluating, frozen
 from gradguard._watchdog import WatchHandle, unwatch, watch
+from gradguard.measure import measure
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "findings",
     "frozen",
     "inference_fn",
+    "measure",
     "unwatch",
     "watch",
 ]

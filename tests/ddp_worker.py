@@ -1,6 +1,6 @@
 """Two-process gloo DistributedDataParallel train/evaluate loop under the watchdog (CPU).
 
-Run by tests/test_watchdog_distributed.py as ``python ddp_worker.py PORT OUT_DIR``. Each rank first
+Run by tests/test_watchdog_distributed.py as ``python ddp_worker.py OUT_DIR``. Each rank first
 runs a correct loop, then one with two classic mistakes, and writes its findings per phase to
 ``OUT_DIR/rank{N}.json``.
 """
@@ -51,10 +51,13 @@ def findings() -> list[dict[str, object]]:
     ]
 
 
-def run(rank: int, port: int, out_dir: str) -> None:
+def run(rank: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(rank)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    # A file store has no server: rank 0 leaving first cannot pull a TCP store from under rank 1
+    # while it tears its process group down (gloo then aborts the process).
+    store = os.path.join(out_dir, "store")
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     warnings.simplefilter("ignore", gradguard.GradGuardWarning)
     gradguard.watch()
     model = DistributedDataParallel(Net())
@@ -83,7 +86,12 @@ def run(rank: int, port: int, out_dir: str) -> None:
     dist.destroy_process_group()
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as out:
         json.dump(result, out)
+    # torch 2.13's gloo sometimes aborts in C++ static destructors at interpreter exit ("terminate
+    # called without an active exception"), after all the work is done: leave without them.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    mp.spawn(run, args=(int(sys.argv[1]), sys.argv[2]), nprocs=2, join=True)
+    mp.spawn(run, args=(sys.argv[1],), nprocs=2, join=True)

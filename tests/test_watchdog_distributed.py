@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +19,6 @@ import gradguard
 
 WORKER = Path(__file__).parent / "ddp_worker.py"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def marked_line(comment: str) -> int:
@@ -41,7 +34,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("ddp")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADGUARD_")}
     done = subprocess.run(
-        [sys.executable, str(WORKER), str(free_port()), str(out)],
+        [sys.executable, str(WORKER), str(out)],
         capture_output=True,
         text=True,
         env=env,
