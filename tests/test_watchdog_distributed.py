@@ -20,7 +20,6 @@ import gradguard
 WORKER = Path(__file__).parent / "ddp_worker.py"
 
 
-
 def marked_line(comment: str) -> int:
     for lineno, text in enumerate(WORKER.read_text().splitlines(), start=1):
         if comment in text:
