@@ -6,6 +6,7 @@ Skipped where no GPU is present.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,13 @@ def here() -> int:
     return sys._getframe(1).f_lineno
 
 
+def sync_debug_mode(mode: int | str) -> None:
+    """Set CUDA sync debug mode; PyTorch warns that it is a prototype on every call."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Synchronization debug mode")
+        torch.cuda.set_sync_debug_mode(mode)
+
+
 def net() -> nn.Module:
     return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Dropout(0.1), nn.Linear(16, 2))
 
@@ -35,7 +43,7 @@ def _clean() -> Iterator[None]:
     yield
     gradguard.unwatch()
     gradguard.clear_findings()
-    torch.cuda.set_sync_debug_mode(0)
+    sync_debug_mode(0)
 
 
 def test_cuda_moves_make_models_known() -> None:
@@ -60,7 +68,7 @@ def test_correct_cuda_training_and_evaluation_add_no_sync() -> None:
             nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
         torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
+        sync_debug_mode("error")
         for _ in range(3):
             model.train()
             optimizer.zero_grad()
@@ -72,7 +80,7 @@ def test_correct_cuda_training_and_evaluation_add_no_sync() -> None:
             x.requires_grad_(True)
             model(x)[:, 0].sum().backward()  # saliency: a used eval graph
             x.requires_grad_(False)
-        torch.cuda.set_sync_debug_mode(0)
+        sync_debug_mode(0)
     assert gradguard.findings() == []
 
 
