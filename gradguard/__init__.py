@@ -3,6 +3,7 @@
 Public names only; everything lives in private modules. Importing gradguard patches nothing.
 """
 
+from gradguard import _watchdog
 from gradguard._config import configure
 from gradguard._findings import (
     CHECKS,
@@ -19,6 +20,7 @@ from gradguard._findings import (
     findings,
 )
 from gradguard._scopes import allow, evaluating, frozen
+from gradguard._watchdog import WatchHandle, unwatch, watch
 
 __version__ = "0.1.0"
 
@@ -33,6 +35,7 @@ __all__ = [
     "ScopeStateChangedWarning",
     "StepWithoutGradientsWarning",
     "TrainModeWithoutGradWarning",
+    "WatchHandle",
     "__version__",
     "allow",
     "clear_findings",
@@ -40,4 +43,9 @@ __all__ = [
     "evaluating",
     "findings",
     "frozen",
+    "unwatch",
+    "watch",
 ]
+
+# GRADGUARD_WATCH installs the watchdog once every public name above exists.
+_watchdog._watch_from_environment()

@@ -225,6 +225,7 @@ def report(
     fix: str,
     *,
     site: tuple[str, int] | None = None,
+    strict: bool | None = None,
 ) -> Finding | None:
     """Report a finding through the one channel.
 
@@ -238,6 +239,8 @@ def report(
         message: what happened and where.
         fix: the one-line fix.
         site: ``(filename, line)`` to point at; by default the user's innermost frame.
+        strict: overrides :func:`gradguard.configure` / ``GRADGUARD_STRICT`` when not None
+            (``watch(strict=...)`` passes its own).
     """
     if is_allowed(check):
         return None
@@ -255,7 +258,7 @@ def report(
             _records.append(record)
         else:
             record.count += 1
-    if check in _ALWAYS_ERRORS or _config.is_strict():
+    if check in _ALWAYS_ERRORS or (_config.is_strict() if strict is None else strict):
         raise GradGuardError(replace(record))
     if first:
         category = WARNING_CLASSES.get(check, GradGuardWarning)

@@ -150,10 +150,14 @@ class _GraphWatch:
             self.hooks = None
 
 
+_GRAPH_WANTED = ("graph-in-inference",)
+
+
 class _EvalToken:
-    __slots__ = ("grad_ctx", "graph", "hold", "optimizers")
+    __slots__ = ("grad_ctx", "graph", "graph_wanted", "hold", "optimizers")
 
     def __init__(self) -> None:
+        self.graph_wanted = False
         self.hold: _state.Hold | None = None
         self.grad_ctx: Any = None
         self.graph: _GraphWatch | None = None
@@ -262,6 +266,10 @@ class evaluating(_Scope):
                 token.grad_ctx.__enter__()
                 token.graph = _GraphWatch(self._label, self.mode)
                 token.graph.start()
+            else:
+                # mode="grad" asks for graphs in eval mode: the watchdog's GG001 stays silent.
+                _findings.push_allowed(_GRAPH_WANTED)
+                token.graph_wanted = True
         except BaseException:
             self._exit(token, True)
             raise
@@ -269,6 +277,8 @@ class evaluating(_Scope):
 
     def _exit(self, token: _EvalToken, failing: bool) -> None:
         grad_changed = ""
+        if token.graph_wanted:
+            _findings.pop_allowed(_GRAPH_WANTED)
         try:
             if token.graph is not None:
                 token.graph.stop()

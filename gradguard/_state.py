@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -102,7 +102,7 @@ class Tree:
             if id(module) in under_override:
                 under_override.update(id(c) for c in module._modules.values() if c is not None)
                 continue
-            if type(module).train is not _module_train:
+            if not _is_module_train(type(module).train):
                 overrides.append(module)
                 under_override.update(id(c) for c in module._modules.values() if c is not None)
             else:
@@ -157,6 +157,11 @@ class Tree:
                 _set_training(module, flags[i])
 
 
+def _is_module_train(method: object) -> bool:
+    # The watchdog wraps nn.Module.train; its wrapper still sets the flags the default way.
+    return method is _module_train or getattr(method, "_gradguard_wraps", None) is _module_train
+
+
 def _set_training(module: nn.Module, flag: bool) -> None:
     if type(module).__setattr__ is _module_setattr and "training" in module.__dict__:
         module.__dict__["training"] = flag
@@ -165,6 +170,9 @@ def _set_training(module: nn.Module, flag: bool) -> None:
 
 
 _trees: dict[tuple[int, ...], tuple[tuple[weakref.ref[nn.Module], ...], Tree]] = {}
+
+#: Called with the roots of every newly built tree (the watchdog notes them); None when unused.
+tree_listener: Callable[[Sequence[nn.Module]], None] | None = None
 
 
 def _forget(
@@ -188,6 +196,8 @@ def tree_of(roots: Sequence[nn.Module]) -> Tree:
     forget = functools.partial(_forget, key)
     refs = tuple(weakref.ref(root, forget) for root in roots)
     _trees[key] = (refs, tree)
+    if tree_listener is not None:
+        tree_listener(roots)
     return tree
 
 
