@@ -326,3 +326,45 @@ def test_under_torchrun_each_rank_summarises_and_names_its_rank(tmp_path: Path) 
         (finding,) = json.loads((tmp_path / f"findings-{rank}.json").read_text())["findings"]
         assert finding["message"].startswith(f"[rank {rank}] code inside evaluating(Linear)")
         assert (finding["file"], finding["line"]) == (str(tmp_path / "ddp_job.py"), 7)
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def line_of(path: Path, text: str) -> int:
+    """The 1-based line of the only line of ``path`` that contains ``text``."""
+    (number,) = [i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line]
+    return number
+
+
+def test_example_with_mistakes_is_found_line_by_line(tmp_path: Path) -> None:
+    """The demo script's mistakes come out with the right codes and lines; it dies in GG003."""
+    script = EXAMPLES / "train_with_mistakes.py"
+    result = gradguard_run("--json", tmp_path / "out.json", script, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "gradguard._findings.GradGuardError: GG003 backward-without-grad" in result.stderr
+    found = json.loads((tmp_path / "out.json").read_text())["findings"]
+    sites = {(f["code"], f["line"]) for f in found}
+    assert {f["file"] for f in found} == {str(script)}
+    forward_in_training = line_of(script, "loss = nn.functional.cross_entropy(model(features)")
+    assert sites == {
+        ("GG002", line_of(script, "correct += (model(features)")),  # validation without eval()
+        ("GG004", line_of(script, "optimizer.step()")),  # trained on while left in eval
+        ("GG001", line_of(script, "logits = model(features)")),  # inference without no_grad
+        ("GG002", forward_in_training),  # training resumed with gradients still off
+        ("GG003", line_of(script, "loss.backward()")),  # ... and its backward fails
+    }
+    disabled_at = f"set_grad_enabled(False) at {script}:{line_of(script, 'MISTAKE 4')}"
+    late = [f for f in found if (f["code"], f["line"]) == ("GG002", forward_in_training)]
+    assert disabled_at in late[0]["message"]
+    assert f"gradguard: {len(found)} findings\n" in result.stderr
+
+
+def test_fixed_example_runs_clean(tmp_path: Path) -> None:
+    """The fixed twin trains, evaluates and predicts with no finding at all."""
+    script = EXAMPLES / "train_fixed.py"
+    result = gradguard_run("--json", tmp_path / "out.json", script, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "fine-tuning on the validation split" in result.stdout
+    assert result.stderr == "gradguard: no findings\n"
+    assert json.loads((tmp_path / "out.json").read_text()) == {"findings": []}
