@@ -223,6 +223,9 @@ class _GradGuardSession:
 
                 stack.enter_context(allow(*checks))
             yield
+            # Graphs freed during this phase are reported at the watchdog's next safe point:
+            # make that now, so the finding lands on this test and not on the next one.
+            _watchdog._flush_pending()
         found = _new_findings(before)
         if found:
             self._problem(item, f"gradguard: {item.nodeid} caused:\n" + _describe_findings(found))

@@ -378,3 +378,89 @@ def test_plugin_can_be_disabled_by_name(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_scope=SCOPE_MISTAKE_TESTS)
     result = pytester.runpytest("-p", "no:gradguard", "--gradguard")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+WATCHDOG_TESTS = """\
+import pytest
+import torch
+
+@pytest.fixture(scope="module")
+def model():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+    return net.to("cpu")
+
+def test_validation_without_eval(model):
+    with torch.no_grad():
+        model(torch.randn(4, 4))
+
+def test_inference_without_no_grad(model):
+    model.eval()
+    prediction = model(torch.randn(4, 4)).argmax(dim=1)
+    model.train()
+    assert prediction.shape == (4,)
+
+@pytest.mark.gradguard_allow("graph-in-inference")
+def test_saliency_needs_the_graph_but_drops_it(model):
+    model.eval()
+    model(torch.randn(4, 4))
+    model.train()
+
+def test_correct_evaluation(model):
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(4, 4))
+    model.train()
+"""
+
+
+def test_watchdog_findings_fail_the_test_that_made_them(pytester: pytest.Pytester) -> None:
+    """GG002 and GG001 from the watchdog fail exactly the tests whose code made them."""
+    pytester.makepyfile(test_loop=WATCHDOG_TESTS)
+    result = pytester.runpytest("--gradguard")
+    result.assert_outcomes(failed=2, passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*gradguard: test_loop.py::test_validation_without_eval caused:",
+            "*test_loop.py:11: GG002 train-mode-without-grad: Sequential is in training mode*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*gradguard: test_loop.py::test_inference_without_no_grad caused:",
+            "*test_loop.py:15: GG001 graph-in-inference: Sequential is in eval mode*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED test_loop.py::test_validation_without_eval - *",
+            "FAILED test_loop.py::test_inference_without_no_grad - *",
+        ]
+    )
+
+
+def test_model_seen_by_the_watchdog_left_in_eval_fails_and_is_restored(
+    pytester: pytest.Pytester,
+) -> None:
+    """A fixture model moved with .to() is watched; a test leaving it in eval fails by name."""
+    pytester.makepyfile(
+        """
+        import pytest
+        import torch
+
+        @pytest.fixture(scope="module")
+        def model():
+            return torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout()).to("cpu")
+
+        def test_forgets_to_switch_back(model):
+            model.eval()
+
+        def test_trains(model):
+            assert model.training
+            assert model[1].training
+        """
+    )
+    result = pytester.runpytest("--gradguard")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        ["*::test_forgets_to_switch_back left model Sequential switched: 3 of its module(s)*"]
+    )

@@ -260,6 +260,29 @@ def test_findings_from_threads_are_summarised_after_they_finish(tmp_path: Path) 
     assert f"gradguard: 1 finding\n  GG006 scope-state-changed at {site}" in result.stderr
 
 
+def test_deep_sees_a_model_the_default_level_cannot(tmp_path: Path) -> None:
+    """A model never switched, moved or stepped is seen only with --deep (global module hooks)."""
+    write(
+        tmp_path,
+        "score.py",
+        """\
+        import torch
+
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout())
+        with torch.no_grad():
+            model(torch.randn(2, 4))
+        """,
+    )
+    default = gradguard_run("score.py", cwd=tmp_path)
+    assert default.returncode == 0, default.stderr
+    assert default.stderr == "gradguard: no findings\n"
+    deep = gradguard_run("--deep", "score.py", cwd=tmp_path)
+    assert deep.returncode == 0, deep.stderr
+    site = f"{tmp_path / 'score.py'}:5"
+    expected = f"gradguard: 1 finding\n  GG002 train-mode-without-grad at {site} (1 time)"
+    assert expected in deep.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "env", "status", "message"),
     [
