@@ -40,6 +40,7 @@ _inference_off_guards: list[Any] = []
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register ``--gradguard``, ``--gradguard-warn`` and their ini keys (always; cheap)."""
     group = parser.getgroup("gradguard", "gradguard: no_grad/eval mistakes")
     group.addoption(
         "--gradguard",
@@ -69,6 +70,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker; when enabled, install the watchdog and the per-test checks."""
     config.addinivalue_line(
         "markers",
         f"{MARKER}(*checks): allow these gradguard checks (names like 'graph-in-inference' or "
