@@ -18,7 +18,7 @@ import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -54,7 +54,12 @@ def _install_registration_hook() -> None:
 
 
 class Tree:
-    """A flat, ordered (parents first) view of a root module and all of its submodules."""
+    """A flat, ordered (parents first) view of root modules and all of their submodules.
+
+    The roots are held by weak reference: the cache of trees must never keep a model alive.
+    Submodules are held strongly, but only for as long as their root lives (the cache entry is
+    dropped by the root's weakref callback).
+    """
 
     __slots__ = (
         "__weakref__",
@@ -66,8 +71,10 @@ class Tree:
         "generation",
         "ids",
         "index",
-        "mods",
         "overrides",
+        "rest",
+        "root_refs",
+        "size",
     )
 
     def __init__(self, roots: Sequence[nn.Module]) -> None:
@@ -77,6 +84,7 @@ class Tree:
             if id(root) not in seen:
                 seen.add(id(root))
                 mods.append(root)
+        self.root_refs = tuple(weakref.ref(root) for root in mods)
         # Breadth-first, so a parent always comes before its children.
         position = 0
         while position < len(mods):
@@ -86,7 +94,8 @@ class Tree:
                 if child is not None and id(child) not in seen:
                     seen.add(id(child))
                     mods.append(child)
-        self.mods: tuple[nn.Module, ...] = tuple(mods)
+        self.rest: tuple[nn.Module, ...] = tuple(mods[len(self.root_refs) :])
+        self.size = len(mods)
         self.ids = frozenset(seen)
         self.index = {id(m): i for i, m in enumerate(mods)}
         self.child_dicts = tuple(m._modules for m in mods)
@@ -96,17 +105,17 @@ class Tree:
         # Modules whose class overrides train() get that override called (as model.eval() would);
         # it decides for its own subtree, so nothing under it is switched directly.
         under_override: set[int] = set()
-        overrides: list[nn.Module] = []
-        direct: list[nn.Module] = []
-        for module in mods:
+        overrides: list[int] = []
+        direct: list[int] = []
+        for i, module in enumerate(mods):
             if id(module) in under_override:
                 under_override.update(id(c) for c in module._modules.values() if c is not None)
                 continue
             if not _is_module_train(type(module).train):
-                overrides.append(module)
+                overrides.append(i)
                 under_override.update(id(c) for c in module._modules.values() if c is not None)
             else:
-                direct.append(module)
+                direct.append(i)
         self.overrides = tuple(overrides)
         self.direct = tuple(direct)
         # A "plain" module keeps `training` in its __dict__ and sets it the default way, so the
@@ -117,6 +126,13 @@ class Tree:
         self.dicts: tuple[dict[str, Any], ...] = (
             tuple(m.__dict__ for m in mods) if self.all_plain else ()
         )
+
+    @property
+    def mods(self) -> tuple[nn.Module, ...]:
+        """Every module, roots first; only valid while the roots are alive."""
+        # A scope holds its roots strongly while it is open, so no ref is dead here.
+        roots = cast("tuple[nn.Module, ...]", tuple(ref() for ref in self.root_refs))
+        return roots + self.rest
 
     def valid(self) -> bool:
         if self.generation != _generation:
@@ -133,11 +149,12 @@ class Tree:
             for d in self.dicts:
                 d["training"] = False
             return
-        for module in self.overrides:
-            module.train(False)
-        for module in self.direct:
-            if module.training:
-                _set_training(module, False)
+        mods = self.mods
+        for i in self.overrides:
+            mods[i].train(False)
+        for i in self.direct:
+            if mods[i].training:
+                _set_training(mods[i], False)
 
     def set_flags(self, flags: Sequence[bool], only: Iterable[int] | None = None) -> None:
         """Put flags back exactly (train() overrides are called first, so they see the change)."""
@@ -145,16 +162,22 @@ class Tree:
             for d, flag in zip(self.dicts, flags):
                 d["training"] = flag
             return
-        positions = range(len(self.mods)) if only is None else sorted(only)
+        mods = self.mods
+        positions = range(self.size) if only is None else sorted(only)
         chosen = set(positions)
-        for module in self.overrides:
-            i = self.index[id(module)]
-            if i in chosen:
-                module.train(flags[i])
+        called = [i for i in self.overrides if i in chosen]
+        if called:
+            # An override recurses into its subtree, which may hold modules that are not ours
+            # to restore (still held by another scope): put those back as they were.
+            untouched = [(m, m.training) for j, m in enumerate(mods) if j not in chosen]
+            for i in called:
+                mods[i].train(flags[i])
+            for module, flag in untouched:
+                if module.training is not flag:
+                    _set_training(module, flag)
         for i in positions:
-            module = self.mods[i]
-            if module.training is not flags[i]:
-                _set_training(module, flags[i])
+            if mods[i].training is not flags[i]:
+                _set_training(mods[i], flags[i])
 
 
 def _is_module_train(method: object) -> bool:
@@ -270,23 +293,28 @@ def release_eval(hold: Hold) -> list[nn.Module]:
         if hold.count > 0:
             if changed_at:
                 tree.set_flags(_expected_flags(hold), only=changed_at)
-            return [tree.mods[i] for i in changed_at]
+            mods = tree.mods
+            return [mods[i] for i in changed_at]
         del _holds[id(tree)]
         others = _overlapping(tree) if _holds else []
         if not others:
             tree.set_flags(hold.orig)
         else:
             still_held = set().union(*(o.tree.ids for o in others))
-            free = [i for i, m in enumerate(tree.mods) if id(m) not in still_held]
-            kept = [i for i in changed_at if id(tree.mods[i]) in still_held]
+            mods = tree.mods
+            free = [i for i, m in enumerate(mods) if id(m) not in still_held]
+            kept = [i for i in changed_at if id(mods[i]) in still_held]
             if kept:
                 tree.set_flags(_expected_flags(hold), only=kept)
             tree.set_flags(hold.orig, only=free)
-        return [tree.mods[i] for i in changed_at]
+        if not changed_at:
+            return []
+        mods = tree.mods
+        return [mods[i] for i in changed_at]
 
 
 def _expected_flags(hold: Hold) -> list[bool]:
-    return hold.expected if hold.expected is not None else [False] * len(hold.tree.mods)
+    return hold.expected if hold.expected is not None else [False] * hold.tree.size
 
 
 # --------------------------------------------------------------------------------------------

@@ -245,7 +245,8 @@ def _patch(owner: Any, name: str, value: Any) -> None:
 
 
 def _install() -> None:
-    global _installed
+    global _installed, _installation
+    _installation += 1
     originals = {
         name: nn.Module.__dict__[name]
         for name in ("train", "eval", "to", "cuda", "cpu", "load_state_dict")
@@ -339,7 +340,8 @@ def _note(module: nn.Module) -> None:
         key = id(module)
         record = _Model(weakref.ref(module, functools.partial(_forget_model, key)))
         record.hooks.append(module.register_forward_pre_hook(_root_pre_hook))
-        record.hooks.append(module.register_forward_hook(_root_post_hook))
+        # Always called, so that the per-thread depth stays right when a forward raises.
+        record.hooks.append(module.register_forward_hook(_root_post_hook, always_call=True))
         _models[key] = record
         _models_version += 1
 
@@ -662,9 +664,28 @@ def _report_unused_graphs(strict: bool | None) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+class _Calls(threading.local):
+    """Per thread: how deep in watched forwards we are (a watched model inside another)."""
+
+    depth = 0
+    installation = 0
+
+
+_calls = _Calls()
+_installation = 0
+
+
 def _root_pre_hook(module: nn.Module, _args: Any) -> None:
     if _is_compiling():
         return
+    calls = _calls
+    if calls.installation != _installation:
+        calls.installation = _installation
+        calls.depth = 0
+    depth = calls.depth
+    calls.depth = depth + 1
+    if depth:
+        return  # the outermost watched model speaks for this call
     if _pending:
         _flush_pending()
     if module.training and not torch.is_grad_enabled():
@@ -674,6 +695,12 @@ def _root_pre_hook(module: nn.Module, _args: Any) -> None:
 def _root_post_hook(module: nn.Module, _args: Any, output: Any) -> None:
     if _is_compiling():
         return
+    calls = _calls
+    depth = calls.depth - 1
+    if depth > 0:
+        calls.depth = depth
+        return
+    calls.depth = 0
     if not module.training and torch.is_grad_enabled():
         _track_graph(module, output)
 

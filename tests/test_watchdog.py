@@ -1,0 +1,767 @@
+"""The watchdog: installation, model discovery, checks GG001-GG005, strictness, leaks, compile."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import threading
+import warnings
+import weakref
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+from torch.optim import optimizer as optimizer_module
+
+import gradguard
+from gradguard import _findings, _state, _watchdog
+
+HERE = os.path.abspath(__file__)
+
+
+def here() -> int:
+    """The caller's current line: call it on the line of the statement under test."""
+    return sys._getframe(1).f_lineno
+
+
+class Net(nn.Module):
+    """A small classifier with BatchNorm and dropout, the layers that eval() matters for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def batch() -> torch.Tensor:
+    return torch.randn(4, 8)
+
+
+def codes() -> list[tuple[str, int]]:
+    return [(f.code, f.lineno) for f in gradguard.findings()]
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> Iterator[None]:
+    """Each test starts unwatched with no findings, and leaves no watchdog or grad mode behind."""
+    gradguard.unwatch()
+    gradguard.clear_findings()
+    gradguard.configure(strict=None)
+    yield
+    gradguard.unwatch()
+    gradguard.clear_findings()
+    gradguard.configure(strict=None)
+    torch.set_grad_enabled(True)
+    assert _state.held_counts() == (0, 0)
+
+
+@pytest.fixture
+def watched() -> Iterator[gradguard.WatchHandle]:
+    handle = gradguard.watch()
+    yield handle
+    handle.close()
+
+
+def _global_hook_counts() -> tuple[int, ...]:
+    module = nn.modules.module
+    return (
+        len(module._global_forward_pre_hooks),
+        len(module._global_forward_hooks),
+        len(module._global_parameter_registration_hooks),
+        len(module._global_module_registration_hooks),
+        len(optimizer_module._global_optimizer_pre_hooks),
+    )
+
+
+def _patched_attributes() -> tuple[object, ...]:
+    return (
+        *(nn.Module.__dict__[n] for n in ("train", "eval", "to", "cuda", "cpu", "load_state_dict")),
+        torch.Tensor.backward,
+        torch.autograd.backward,
+        torch.set_grad_enabled,
+        torch.autograd.set_grad_enabled,
+        torch.autograd.grad_mode.set_grad_enabled,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Installation
+# --------------------------------------------------------------------------------------------
+
+
+def test_plain_import_patches_nothing() -> None:
+    """Importing gradguard in a fresh interpreter leaves every torch attribute and hook alone."""
+    code = (
+        "import torch, torch.optim.optimizer as oo\n"
+        "from torch import nn\n"
+        "before = (nn.Module.train, nn.Module.to, torch.Tensor.backward, torch.set_grad_enabled,"
+        " torch.autograd.backward)\n"
+        "import gradguard\n"
+        "after = (nn.Module.train, nn.Module.to, torch.Tensor.backward, torch.set_grad_enabled,"
+        " torch.autograd.backward)\n"
+        "assert before == after, 'import patched something'\n"
+        "assert not oo._global_optimizer_pre_hooks\n"
+        "assert not nn.modules.module._global_forward_pre_hooks\n"
+        "assert not gradguard._watchdog.is_watching()\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GRADGUARD_WATCH"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize(("value", "deep"), [("1", False), ("Yes", False), ("deep", True)])
+def test_environment_variable_installs_at_import(value: str, deep: bool) -> None:
+    """GRADGUARD_WATCH=1/yes/deep installs the watchdog when gradguard is imported."""
+    code = (
+        "import gradguard, torch\n"
+        "from gradguard import _watchdog\n"
+        "print(_watchdog.is_watching(), _watchdog._deep)\n"
+    )
+    env = {**os.environ, "GRADGUARD_WATCH": value}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", str(deep)]
+
+
+def test_environment_variable_rejects_unknown_value() -> None:
+    """An invalid GRADGUARD_WATCH fails the import with a ValueError listing the valid values."""
+    env = {**os.environ, "GRADGUARD_WATCH": "maybe"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import gradguard"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ValueError: GRADGUARD_WATCH='maybe' is not a valid value")
+    assert "1, true, yes, on" in last
+    assert "'deep'" in last
+
+
+def test_environment_variable_off_values_install_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GRADGUARD_WATCH=0 / off / empty installs nothing."""
+    for value in ("0", "off", ""):
+        monkeypatch.setenv("GRADGUARD_WATCH", value)
+        assert _watchdog._watch_from_environment() is None
+        assert not _watchdog.is_watching()
+
+
+def test_watch_and_unwatch_restore_every_patch_and_hook() -> None:
+    """watch() patches and hooks; unwatch() puts back the very same objects and hook counts."""
+    _state.tree_of((Net(),))  # the state engine's own registration hook, installed once
+    attributes = _patched_attributes()
+    hooks = _global_hook_counts()
+    model = Net()
+    handle = gradguard.watch(deep=True)
+    assert _watchdog.is_watching()
+    assert _patched_attributes() != attributes
+    model.eval()
+    assert model._forward_pre_hooks and model._forward_hooks
+    gradguard.unwatch()
+    assert handle.closed
+    assert not _watchdog.is_watching()
+    assert _patched_attributes() == attributes
+    assert _global_hook_counts() == hooks
+    assert not model._forward_pre_hooks and not model._forward_hooks
+    assert _watchdog.known_models() == []
+
+
+def test_installing_twice_is_harmless_and_last_handle_uninstalls() -> None:
+    """Two handles: closing one keeps watching, the last uninstalls, closing again is a no-op."""
+    first = gradguard.watch()
+    second = gradguard.watch()
+    train = nn.Module.train
+    first.close()
+    assert _watchdog.is_watching()
+    assert nn.Module.train is train
+    second.close()
+    second.close()
+    assert not _watchdog.is_watching()
+
+
+def test_handle_is_a_context_manager() -> None:
+    """`with watch():` installs for the block only."""
+    with gradguard.watch() as handle:
+        assert isinstance(handle, gradguard.WatchHandle)
+        assert _watchdog.is_watching()
+    assert not _watchdog.is_watching()
+    assert handle.closed
+
+
+def test_watch_rejects_bad_arguments_before_installing() -> None:
+    """Non-bool strict/deep raise TypeError naming the value, and nothing is installed."""
+    with pytest.raises(TypeError, match=r"watch\(strict=\.\.\.\) takes True, False or None, not 1"):
+        gradguard.watch(strict=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"watch\(deep=\.\.\.\) takes True or False, not 'yes'"):
+        gradguard.watch(deep="yes")  # type: ignore[arg-type]
+    assert not _watchdog.is_watching()
+
+
+def test_thousand_watch_unwatch_cycles_leave_nothing() -> None:
+    """1,000 cycles that each see a model, step and find a mistake leave no hook, patch or model."""
+    _state.tree_of((Net(),))  # the state engine's own registration hook, installed once
+    attributes = _patched_attributes()
+    hooks = _global_hook_counts()
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = batch()
+    refs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(1000):
+            handle = gradguard.watch(deep=True)
+            scratch = nn.Linear(2, 2)
+            scratch.eval()
+            refs.append(weakref.ref(scratch))
+            model.eval()
+            with torch.no_grad():
+                model(x)
+            handle.close()
+            del scratch
+    del optimizer
+    gc.collect()
+    assert _patched_attributes() == attributes
+    assert _global_hook_counts() == hooks
+    assert not model._forward_pre_hooks and not model._forward_hooks
+    assert all(ref() is None for ref in refs)
+    assert _watchdog._models == {} and _watchdog._param_owner == {}
+    assert len(_watchdog._graphs) == 0 and _watchdog._pending == []
+
+
+def test_models_stay_garbage_collectable(watched: gradguard.WatchHandle) -> None:
+    """A watched model is held weakly: deleting it frees it and it leaves known_models()."""
+    model = Net().eval()
+    assert _watchdog.known_models() == [model]
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
+    assert _watchdog.known_models() == []
+
+
+# --------------------------------------------------------------------------------------------
+# Model discovery
+# --------------------------------------------------------------------------------------------
+
+
+def test_discovers_models_through_module_methods(watched: gradguard.WatchHandle) -> None:
+    """train(), eval(), to(), cpu() and load_state_dict() each make their root model known."""
+    models = [Net() for _ in range(5)]
+    models[0].train()
+    models[1].eval()
+    models[2].to(torch.float64)
+    models[3].cpu()
+    models[4].load_state_dict(Net().state_dict())
+    assert _watchdog.known_models() == models
+    assert all(not m._forward_pre_hooks for m in models[0].modules() if m is not models[0])
+
+
+def test_discovers_models_through_optimizer_step(watched: gradguard.WatchHandle) -> None:
+    """A model never switched is found at its optimizer's step, as its outermost module."""
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    model(batch()).sum().backward()
+    optimizer.step()
+    assert _watchdog.known_models() == [model]
+
+
+def test_discovers_models_through_scopes(watched: gradguard.WatchHandle) -> None:
+    """A model entered in a gradguard scope is known, including one entered before watch()."""
+    before = Net()
+    with gradguard.evaluating(before):
+        pass
+    gradguard.unwatch()
+    handle = gradguard.watch()
+    after = Net()
+    with gradguard.evaluating(after):
+        pass
+    assert before in _watchdog.known_models() and after in _watchdog.known_models()
+    handle.close()
+
+
+def test_deep_mode_discovers_untouched_models() -> None:
+    """deep=True finds a model that was only called, and notes only the outermost module."""
+    model = Net()
+    with gradguard.watch(deep=True):
+        with pytest.warns(gradguard.TrainModeWithoutGradWarning) as caught, torch.no_grad():
+            line = here() + 1
+            model(batch())
+        assert _watchdog.known_models() == [model]
+    assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
+
+
+def test_default_level_adds_no_hooks_to_submodules_or_globally(
+    watched: gradguard.WatchHandle,
+) -> None:
+    """Only the root gets per-instance hooks; no global forward hook is installed."""
+    model = Net().eval()
+    assert len(model._forward_pre_hooks) == 1 and len(model._forward_hooks) == 1
+    assert all(not m._forward_pre_hooks for m in list(model.modules())[1:])
+    assert not nn.modules.module._global_forward_pre_hooks
+    assert not nn.modules.module._global_forward_hooks
+
+
+# --------------------------------------------------------------------------------------------
+# GG002 train-mode-without-grad
+# --------------------------------------------------------------------------------------------
+
+
+def test_train_mode_forward_without_grad_is_found(watched: gradguard.WatchHandle) -> None:
+    """A BatchNorm model left in training mode and run under no_grad: GG002 at the forward line."""
+    model = Net()
+    model.train()
+    with pytest.warns(gradguard.TrainModeWithoutGradWarning) as caught, torch.no_grad():
+        for _ in range(2):
+            line = here() + 1
+            model(batch())
+    assert len(caught) == 1
+    assert (caught[0].filename, caught[0].lineno) == (HERE, line)
+    message = str(caught[0].message)
+    assert message.startswith("GG002 train-mode-without-grad: Net is in training mode")
+    assert "inside a torch.no_grad() block" in message
+    assert "net.eval()" in message
+    assert [(f.code, f.lineno, f.count) for f in gradguard.findings()] == [("GG002", line, 2)]
+
+
+def test_train_mode_names_the_bare_set_grad_enabled(watched: gradguard.WatchHandle) -> None:
+    """A bare torch.set_grad_enabled(False) never undone is named in the message."""
+    model = Net()
+    model.train()
+    disabled = here() + 1
+    torch.set_grad_enabled(False)
+    try:
+        with pytest.warns(gradguard.TrainModeWithoutGradWarning) as caught:
+            model(batch())
+    finally:
+        torch.set_grad_enabled(True)
+    assert f"set_grad_enabled(False) at {HERE}:{disabled}" in str(caught[0].message)
+
+
+def test_scoped_set_grad_enabled_is_forgotten_on_exit(watched: gradguard.WatchHandle) -> None:
+    """A with-block set_grad_enabled(False) is not blamed once it has exited."""
+    model = Net()
+    model.train()
+    with torch.set_grad_enabled(False):
+        pass
+    with pytest.warns(gradguard.TrainModeWithoutGradWarning) as caught, torch.no_grad():
+        model(batch())
+    assert "set_grad_enabled(False) at" not in str(caught[0].message)
+
+
+def test_train_mode_under_inference_mode_is_found(watched: gradguard.WatchHandle) -> None:
+    """inference_mode disables gradients too; the message says so."""
+    model = Net()
+    model.train()
+    with pytest.warns(gradguard.TrainModeWithoutGradWarning) as caught, torch.inference_mode():
+        model(batch())
+    assert "inside a torch.inference_mode() block" in str(caught[0].message)
+
+
+def test_train_mode_without_grad_silent_in_eval_or_with_grad(
+    watched: gradguard.WatchHandle,
+) -> None:
+    """eval() + no_grad and train() + grad are both correct and silent."""
+    model = Net()
+    model.eval()
+    with torch.no_grad():
+        model(batch())
+    model.train()
+    model(batch()).sum().backward()
+    assert gradguard.findings() == []
+
+
+def test_train_mode_without_grad_silent_for_mode_independent_models(
+    watched: gradguard.WatchHandle,
+) -> None:
+    """A model without BatchNorm, dropout or a forward reading self.training behaves the same."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    model.train()
+    with torch.no_grad():
+        model(batch())
+    assert gradguard.findings() == []
+
+
+def test_user_module_reading_training_counts_as_mode_dependent(
+    watched: gradguard.WatchHandle,
+) -> None:
+    """A user module whose forward reads self.training is treated like dropout."""
+
+    class Noisy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + torch.randn_like(x) if self.training else x
+
+    model = Noisy()
+    model.train()
+    with pytest.warns(gradguard.TrainModeWithoutGradWarning), torch.no_grad():
+        model(batch())
+
+
+def test_update_bn_is_silent(watched: gradguard.WatchHandle) -> None:
+    """torch.optim.swa_utils.update_bn runs a training-mode model under no_grad on purpose."""
+    model = Net()
+    model.train()
+    loader = [batch() for _ in range(3)]
+    torch.optim.swa_utils.update_bn(loader, model)
+    assert gradguard.findings() == []
+
+
+def test_train_mode_without_grad_silent_under_allow(watched: gradguard.WatchHandle) -> None:
+    """Monte-Carlo dropout under allow('train-mode-without-grad') is silent."""
+    model = Net()
+    model.train()
+    with gradguard.allow("train-mode-without-grad"), torch.no_grad():
+        model(batch())
+    assert gradguard.findings() == []
+
+
+# --------------------------------------------------------------------------------------------
+# GG001 graph-in-inference
+# --------------------------------------------------------------------------------------------
+
+
+def test_unused_graph_from_eval_forward_is_found(watched: gradguard.WatchHandle) -> None:
+    """An eval forward with gradients on whose graph is freed unused: GG001 at that forward."""
+    model = Net()
+    model.eval()
+    with pytest.warns(gradguard.GraphInInferenceWarning) as caught:
+        for _ in range(3):
+            line = here() + 1
+            out = model(batch())
+        del out
+        # freed in a finalizer: reported at the next forward
+        with torch.no_grad():
+            model(batch())
+        assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
+    message = str(caught[0].message)
+    assert message.startswith("GG001 graph-in-inference: Net is in eval mode")
+    assert "freed without being used" in message
+    [finding] = gradguard.findings()
+    assert (finding.code, finding.lineno, finding.count) == ("GG001", line, 3)
+
+
+def test_accumulated_eval_loss_is_reported_at_unwatch(watched: gradguard.WatchHandle) -> None:
+    """The `total_loss += loss` leak keeps graphs alive; unwatch() reports them as still alive."""
+    model = Net()
+    model.eval()
+    total = torch.zeros(())
+    for _ in range(3):
+        line = here() + 1
+        total = total + model(batch()).sum()
+    with pytest.warns(gradguard.GraphInInferenceWarning) as caught:
+        gradguard.unwatch()
+    assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
+    assert "still alive and unused" in str(caught[0].message)
+    del total
+
+
+def test_used_graphs_are_silent(watched: gradguard.WatchHandle) -> None:
+    """Saliency (backward), adversarial inputs (autograd.grad) and several forwards to one loss."""
+    model = Net()
+    model.eval()
+    x = batch().requires_grad_()
+    model(x)[0, 1].backward()
+    adversarial = batch().requires_grad_()
+    loss = nn.functional.cross_entropy(model(adversarial), torch.tensor([0, 1, 2, 0]))
+    (grad,) = torch.autograd.grad(loss, adversarial)
+    assert grad.shape == adversarial.shape
+    (model(batch()).sum() + model(batch()).sum()).backward()
+    del loss
+    gc.collect()
+    model(batch()).sum().backward()
+    gradguard.unwatch()
+    assert gradguard.findings() == []
+
+
+def test_graph_in_inference_silent_in_grad_scope_allow_and_no_grad(
+    watched: gradguard.WatchHandle,
+) -> None:
+    """evaluating(mode='grad'), allow('graph-in-inference') and no_grad build nothing to report."""
+    model = Net()
+    with gradguard.evaluating(model, mode="grad"):
+        model(batch())
+    model.eval()
+    with gradguard.allow("graph-in-inference"):
+        model(batch())
+    with torch.no_grad():
+        model(batch())
+    gc.collect()
+    gradguard.unwatch()
+    assert gradguard.findings() == []
+
+
+def test_nested_watched_models_report_one_finding(watched: gradguard.WatchHandle) -> None:
+    """A watched submodule inside a watched model: one finding at the user's forward line."""
+    model = Net()
+    model.features.eval()
+    model.eval()
+    with pytest.warns(gradguard.GraphInInferenceWarning) as caught:
+        line = here() + 1
+        model(batch())
+        gc.collect()
+        gradguard.unwatch()
+    assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
+
+
+# --------------------------------------------------------------------------------------------
+# GG003 backward-without-grad
+# --------------------------------------------------------------------------------------------
+
+
+def test_backward_under_no_grad_raises_explained_error(watched: gradguard.WatchHandle) -> None:
+    """A loss computed under no_grad: GradGuardError (a RuntimeError) chained to PyTorch's error."""
+    model = Net()
+    with torch.no_grad(), gradguard.allow("train-mode-without-grad"):
+        loss = model(batch()).sum()
+        with pytest.raises(gradguard.GradGuardError) as raised:
+            line = here() + 1
+            loss.backward()
+    error = raised.value
+    assert isinstance(error, RuntimeError)
+    assert isinstance(error.__cause__, RuntimeError)
+    assert "does not require grad" in str(error.__cause__)
+    assert str(error).startswith("GG003 backward-without-grad: backward() failed because")
+    assert "inside a torch.no_grad() block" in str(error)
+    assert (error.finding.filename, error.finding.lineno) == (HERE, line)
+
+
+def test_backward_after_bare_disable_names_the_site(watched: gradguard.WatchHandle) -> None:
+    """torch.autograd.backward after a bare set_grad_enabled(False) names where it was disabled."""
+    model = Net()
+    disabled = here() + 1
+    torch.set_grad_enabled(False)
+    try:
+        with gradguard.allow("train-mode-without-grad"):
+            loss = model(batch()).sum()
+        with pytest.raises(gradguard.GradGuardError, match=f"at {HERE}:{disabled}"):
+            torch.autograd.backward(loss)
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def test_backward_on_inference_tensor_is_explained(watched: gradguard.WatchHandle) -> None:
+    """A loss made under inference_mode is named as such even after leaving the block."""
+    model = Net().eval()
+    with torch.inference_mode():
+        loss = model(batch()).sum()
+    with pytest.raises(gradguard.GradGuardError, match=r"under torch\.inference_mode"):
+        loss.backward()
+
+
+def test_legal_backward_under_no_grad_is_silent(watched: gradguard.WatchHandle) -> None:
+    """backward under no_grad on a loss that has a graph is legal and silent."""
+    model = Net()
+    loss = model(batch()).sum()
+    with torch.no_grad():
+        loss.backward()
+    assert model.head[1].weight.grad is not None
+    assert gradguard.findings() == []
+
+
+def test_backward_without_grad_under_allow_keeps_pytorch_error(
+    watched: gradguard.WatchHandle,
+) -> None:
+    """Under allow('backward-without-grad') PyTorch's own error comes through unchanged."""
+    model = Net().eval()
+    with torch.no_grad():
+        loss = model(batch()).sum()
+        with gradguard.allow("backward-without-grad"), pytest.raises(RuntimeError) as raised:
+            loss.backward()
+    assert not isinstance(raised.value, gradguard.GradGuardError)
+    assert "does not require grad" in str(raised.value)
+
+
+def test_unrelated_backward_error_is_not_rewritten(watched: gradguard.WatchHandle) -> None:
+    """With gradients on, a tensor that never required grad keeps PyTorch's error."""
+    with pytest.raises(RuntimeError) as raised:
+        torch.ones(2).sum().backward()
+    assert not isinstance(raised.value, gradguard.GradGuardError)
+
+
+# --------------------------------------------------------------------------------------------
+# GG004 eval-mode-training and GG005 step-without-gradients
+# --------------------------------------------------------------------------------------------
+
+
+def test_step_on_model_left_in_eval_is_found(watched: gradguard.WatchHandle) -> None:
+    """Training resumes after validation without model.train(): GG004 at the step line."""
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    model.eval()
+    model(batch()).sum().backward()
+    with pytest.warns(gradguard.EvalModeTrainingWarning) as caught:
+        line = here() + 1
+        optimizer.step()
+    assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
+    assert "SGD.step() is updating the parameters of Net, which is in eval mode" in str(
+        caught[0].message
+    )
+
+
+def test_frozen_submodules_in_training_model_are_fine(watched: gradguard.WatchHandle) -> None:
+    """BatchNorm frozen in eval inside a training model (fine-tuning) is not GG004."""
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    model.train()
+    model.features[1].eval()
+    model(batch()).sum().backward()
+    optimizer.step()
+    assert gradguard.findings() == []
+
+
+def test_eval_backbone_with_unwatched_owner_is_not_judged(watched: gradguard.WatchHandle) -> None:
+    """An eval submodule whose parent the watchdog never saw is not called a model left in eval."""
+    with gradguard.allow("eval-mode-training"):
+        pass
+    backbone = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+    head = nn.Linear(8, 2)
+    gradguard.unwatch()
+    handle = gradguard.watch()  # both built before watching: owners unknown
+    backbone.eval()
+    optimizer = torch.optim.SGD([*backbone.parameters(), *head.parameters()], lr=0.01)
+    head(backbone(batch())).sum().backward()
+    optimizer.step()
+    handle.close()
+    assert gradguard.findings() == []
+
+
+def test_step_without_gradients_is_found(watched: gradguard.WatchHandle) -> None:
+    """step() right after zero_grad(), with no backward: GG005 at the step line."""
+    model = Net()
+    optimizer = torch.optim.Adam(model.parameters())
+    optimizer.zero_grad()
+    with pytest.warns(gradguard.StepWithoutGradientsWarning) as caught:
+        line = here() + 1
+        optimizer.step()
+    assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
+    assert str(caught[0].message).startswith(
+        "GG005 step-without-gradients: Adam.step() ran while none of its parameters"
+    )
+
+
+def test_step_with_closure_is_fine(watched: gradguard.WatchHandle) -> None:
+    """LBFGS computes its own gradients in the closure: no GG005."""
+    model = nn.Linear(8, 1)
+    optimizer = torch.optim.LBFGS(model.parameters(), max_iter=2)
+    x = batch()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    assert gradguard.findings() == []
+
+
+# --------------------------------------------------------------------------------------------
+# Strictness, fail-open, threads, compile
+# --------------------------------------------------------------------------------------------
+
+
+def test_strict_watch_raises_at_the_point_of_detection() -> None:
+    """watch(strict=True) raises GradGuardError before the forward runs."""
+    model = Net()
+    running_mean = model.features[1].running_mean.clone()
+    with gradguard.watch(strict=True):
+        model.train()
+        with torch.no_grad(), pytest.raises(gradguard.GradGuardError) as raised:
+            line = here() + 1
+            model(batch())
+    assert raised.value.finding.code == "GG002"
+    assert raised.value.finding.lineno == line
+    assert torch.equal(model.features[1].running_mean, running_mean)
+
+
+def test_watch_strict_false_overrides_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GRADGUARD_STRICT=1 with watch(strict=False): watchdog findings only warn."""
+    monkeypatch.setenv("GRADGUARD_STRICT", "1")
+    model = Net()
+    with gradguard.watch(strict=False):
+        model.train()
+        with pytest.warns(gradguard.TrainModeWithoutGradWarning), torch.no_grad():
+            model(batch())
+
+
+def test_internal_error_fails_open(
+    watched: gradguard.WatchHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check that breaks internally warns once (InternalCheckWarning) and the forward goes on."""
+
+    def broken(module: nn.Module) -> bool:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(_watchdog, "_mode_dependent", broken)
+    model = Net()
+    model.train()
+    with pytest.warns(gradguard.InternalCheckWarning, match="KeyError") as caught, torch.no_grad():
+        for _ in range(3):
+            out = model(batch())
+    assert len(caught) == 1
+    assert out.shape == (4, 3)
+
+
+def test_allow_in_one_thread_does_not_silence_another(watched: gradguard.WatchHandle) -> None:
+    """allow() is per thread: a forward in another thread is still checked."""
+    model = Net()
+    model.train()
+    seen: list[str] = []
+
+    def other() -> None:
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            warnings.simplefilter("always")
+            model(batch())
+        seen.extend(type(w.message).__name__ for w in caught)
+
+    with gradguard.allow("train-mode-without-grad"):
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert seen == ["TrainModeWithoutGradWarning"]
+
+
+def test_compiled_model_compiles_fullgraph_without_recompiling(
+    watched: gradguard.WatchHandle,
+) -> None:
+    """A watched model compiles with fullgraph=True and is not recompiled because of the hooks."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model = Net()
+    model.eval()
+    assert model in _watchdog.known_models()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    x = batch()
+    with torch.no_grad():
+        expected = model(x)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            first = compiled(x)
+            second = compiled(x)
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    assert gradguard.findings() == []
+    torch._dynamo.reset()
+
+
+def test_findings_channel_is_shared(watched: gradguard.WatchHandle) -> None:
+    """Watchdog findings land in gradguard.findings() with the public warning classes."""
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.warns(gradguard.StepWithoutGradientsWarning):
+        optimizer.step()
+    [finding] = gradguard.findings()
+    assert finding.check == "step-without-gradients"
+    assert _findings.CHECKS[finding.check] == finding.code
