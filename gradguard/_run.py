@@ -88,7 +88,8 @@ def main(namespace: argparse.Namespace) -> int:
         strict = namespace.strict or _config.env_flag("GRADGUARD_STRICT")
     except ValueError as error:
         return _usage_error(str(error))
-    json_file = _json_path(namespace.json_file) if namespace.json_file else None
+    # Absolute now: the script may change directory before the file is written.
+    json_file = os.path.abspath(_json_path(namespace.json_file)) if namespace.json_file else None
 
     if module is not None:
         target = ["-m", *module]

@@ -359,8 +359,9 @@ def test_uses_it(calibrated):
     result.stdout.fnmatch_lines(["*ERROR at setup of test_uses_it*", "*GG006*"])
 
 
+@pytest.mark.parametrize("name", ["gradguard.pytest_plugin", "gradguard"])
 def test_plugin_loads_with_dash_p_when_autoload_is_disabled(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     """With PYTEST_DISABLE_PLUGIN_AUTOLOAD=1, `-p gradguard.pytest_plugin` brings it back."""
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
@@ -368,7 +369,7 @@ def test_plugin_loads_with_dash_p_when_autoload_is_disabled(
     unknown = pytester.runpytest("--gradguard")
     assert unknown.ret == pytest.ExitCode.USAGE_ERROR
     unknown.stderr.fnmatch_lines(["*unrecognized arguments: --gradguard*"])
-    result = pytester.runpytest("-p", "gradguard.pytest_plugin", "--gradguard")
+    result = pytester.runpytest("-p", name, "--gradguard")
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*GG006 scope-state-changed*"])
 

@@ -185,8 +185,9 @@ def test_json_file_follows_the_documented_schema(tmp_path: Path) -> None:
 
 
 def test_json_file_is_written_with_no_findings(tmp_path: Path) -> None:
-    """A clean run still writes the file, with an empty list."""
-    write(tmp_path, "clean.py", "import torch\nprint(torch.ones(1).sum().item())\n")
+    """A clean run still writes the file (where it was asked for, though the script chdir'd)."""
+    (tmp_path / "elsewhere").mkdir()
+    write(tmp_path, "clean.py", "import os, torch\nos.chdir('elsewhere')\nprint(torch.ones(1))\n")
     result = gradguard_run("--json", "out.json", "clean.py", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "out.json").read_text()) == {"findings": []}
