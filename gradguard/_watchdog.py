@@ -540,24 +540,29 @@ def _check_train_without_grad(module: nn.Module) -> None:
     if _called_from_update_bn():
         return
     site = _findings.user_site(sys._getframe(1))
-    _local.last_train_without_grad = (type(module).__name__, site)
-    name = type(module).__name__
+    name = _model_name(module)
     _report(
         "train-mode-without-grad",
         f"{name} is in training mode but ran forward at {site[0]}:{site[1]} with gradients "
         f"disabled {_where_grad_disabled()}. Either an evaluation forgot eval() (BatchNorm "
         "running statistics were overwritten and dropout was active) or training resumed with "
         "gradients still off",
-        f"to evaluate, call {_lower(name)}.eval() first (and .train() after), or use "
-        f"`with gradguard.evaluating({_lower(name)}):`; to train, turn gradients back on; "
+        "to evaluate, call model.eval() first (and model.train() after), or use "
+        "`with gradguard.evaluating(model):`; to train, turn gradients back on; "
         "for an intended use (Monte-Carlo dropout, BatchNorm recalibration) wrap it in "
         "gradguard.allow('train-mode-without-grad')",
         site,
     )
 
 
-def _lower(name: str) -> str:
-    return "model" if not name else name[0].lower() + name[1:]
+def _model_name(module: nn.Module) -> str:
+    """The class name, with the wrapped model's for DDP/DataParallel/torch.compile wrappers."""
+    inner = getattr(module, "module", None)
+    if not isinstance(inner, nn.Module):
+        inner = getattr(module, "_orig_mod", None)
+    if isinstance(inner, nn.Module):
+        return f"{type(module).__name__}({type(inner).__name__})"
+    return type(module).__name__
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,7 +615,7 @@ def _track_graph(module: nn.Module, output: Any) -> None:
     nodes = [node for node in _output_nodes(output) if _METADATA_KEY not in node.metadata]
     if not nodes or _findings.is_allowed("graph-in-inference"):
         return
-    use = _GraphUse(type(module).__name__, _findings.user_site(sys._getframe(1)))
+    use = _GraphUse(_model_name(module), _findings.user_site(sys._getframe(1)))
     for node in nodes:
         node.metadata[_METADATA_KEY] = use
         node.register_prehook(use.mark_used)
@@ -869,14 +874,14 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
             continue
         if not any(p.grad is not None for p in stepped):
             continue
-        name = type(model).__name__
+        name = _model_name(model)
         _report(
             "eval-mode-training",
             f"{type(optimizer).__name__}.step() is updating the parameters of {name}, which is "
             "in eval mode as a whole: it was left in eval after a validation, so dropout is off "
             "and BatchNorm uses and keeps frozen running statistics while it trains",
-            f"call {_lower(name)}.train() before the training loop resumes (or evaluate with "
-            f"`with gradguard.evaluating({_lower(name)}):`, which puts the flags back)",
+            "call model.train() before the training loop resumes (or evaluate with "
+            "`with gradguard.evaluating(model):`, which puts the flags back)",
         )
 
 

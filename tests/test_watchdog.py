@@ -333,7 +333,7 @@ def test_train_mode_forward_without_grad_is_found(watched: gradguard.WatchHandle
     message = str(caught[0].message)
     assert message.startswith("GG002 train-mode-without-grad: Net is in training mode")
     assert "inside a torch.no_grad() block" in message
-    assert "net.eval()" in message
+    assert "Fix: to evaluate, call model.eval() first" in message
     assert [(f.code, f.lineno, f.count) for f in gradguard.findings()] == [("GG002", line, 2)]
 
 
