@@ -465,3 +465,32 @@ def test_model_seen_by_the_watchdog_left_in_eval_fails_and_is_restored(
     result.stdout.fnmatch_lines(
         ["*::test_forgets_to_switch_back left model Sequential switched: 3 of its module(s)*"]
     )
+
+
+def test_graph_still_alive_at_the_end_fails_the_session(pytester: pytest.Pytester) -> None:
+    """An unused inference graph kept alive past the last test is reported when the run ends."""
+    pytester.makepyfile(
+        """
+        import torch
+
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout()).to("cpu")
+        KEPT = []
+
+        def test_keeps_eval_outputs_with_their_graph():
+            model.eval()
+            KEPT.append(model(torch.randn(2, 4)))
+            model.train()
+        """
+    )
+    result = pytester.runpytest("--gradguard")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*= gradguard =*",
+            "(end of session):",
+            "*gradguard: after the last test:",
+            "*test_graph_still_alive_at_the_end_fails_the_session.py:8: GG001 graph-in-inference:*"
+            "is still alive and unused*",
+        ]
+    )
