@@ -336,8 +336,8 @@ def fail_open(where: str) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R | None:
             try:
                 return fn(*args, **kwargs)
-            except GradGuardError:
-                raise
+            except (GradGuardError, GradGuardWarning):
+                raise  # a finding (strict, or a warning the user's filters turned into an error)
             except Exception as error:  # fail open: the user's step must go on
                 report(
                     "internal-error",

@@ -30,7 +30,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -446,13 +446,20 @@ def _rebuild_covered() -> None:
 
 
 class _RememberedSetGradEnabled(_set_grad_enabled_class):
-    """``torch.set_grad_enabled`` that forgets its site when used as a with-block and left."""
+    """``torch.set_grad_enabled`` that forgets its site when used as a with-block or decorator."""
 
-    def __exit__(self, *exc: Any) -> None:
+    def _forget(self) -> None:
         if getattr(_local, "disabled_by", None) is self:
             _local.disabled_by = None
             _local.disabled_at = None
+
+    def __exit__(self, *exc: Any) -> None:
+        self._forget()
         super().__exit__(*exc)
+
+    def __call__(self, function: Any) -> Any:
+        self._forget()  # as a decorator it switches only while the function runs
+        return super().__call__(function)
 
 
 def _remembering_set_grad_enabled(original: Any) -> Callable[[bool], Any]:
@@ -576,6 +583,8 @@ class _GraphUse:
     """Lives in the metadata of a forward's output nodes: dies with the graph, knows if used."""
 
     __slots__ = ("__weakref__", "armed", "model", "site", "used")
+    # Reached through the class, so a finalizer run at interpreter exit still finds it.
+    sink: ClassVar[list[tuple[str, str, tuple[str, int]]]] = _pending
 
     def __init__(self, model: str, site: tuple[str, int]) -> None:
         self.model = model
@@ -590,7 +599,7 @@ class _GraphUse:
         if self.armed and not self.used:
             self.armed = False
             # No warning or exception from a finalizer: queue it for the next safe point.
-            _pending.append(("graph-in-inference", self.model, self.site))
+            self.sink.append(("graph-in-inference", self.model, self.site))
 
 
 _graphs: weakref.WeakSet[_GraphUse] = weakref.WeakSet()

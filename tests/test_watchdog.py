@@ -765,3 +765,53 @@ def test_findings_channel_is_shared(watched: gradguard.WatchHandle) -> None:
     [finding] = gradguard.findings()
     assert finding.check == "step-without-gradients"
     assert _findings.CHECKS[finding.check] == finding.code
+
+
+def test_warning_turned_error_by_user_filter_is_not_an_internal_error(
+    watched: gradguard.WatchHandle,
+) -> None:
+    """With warnings as errors, the finding's own class is raised, not InternalCheckWarning."""
+    model = Net()
+    model.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad(), pytest.raises(gradguard.TrainModeWithoutGradWarning):
+            model(batch())
+    assert [f.code for f in gradguard.findings()] == ["GG002"]
+
+
+def test_set_grad_enabled_as_decorator_is_not_blamed(watched: gradguard.WatchHandle) -> None:
+    """@torch.set_grad_enabled(False) switches only inside the function: not a bare disable."""
+
+    @torch.set_grad_enabled(False)
+    def predict(model: nn.Module) -> torch.Tensor:
+        return model(batch())
+
+    assert torch.is_grad_enabled()
+    model = Net()
+    model.train()
+    with pytest.warns(gradguard.TrainModeWithoutGradWarning) as caught:
+        predict(model)
+    assert "set_grad_enabled(False) at" not in str(caught[0].message)
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_compiled_training_step_with_watchdog_does_not_recompile(deep: bool) -> None:
+    """A compiled training-mode forward (fullgraph) under watch(deep=...) compiles once."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model = Net()
+    with gradguard.watch(deep=deep), warnings.catch_warnings():
+        # PyTorch's own note that global hooks (deep=True) also fire for the compiled wrapper.
+        warnings.filterwarnings("ignore", "Using `torch.compile.module.` when there are global")
+        model.train()
+        compiled = torch.compile(model, backend="eager", fullgraph=True)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for _ in range(3):
+                optimizer.zero_grad()
+                compiled(batch()).sum().backward()
+                optimizer.step()
+    assert gradguard.findings() == []
+    torch._dynamo.reset()
