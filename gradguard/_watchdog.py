@@ -633,7 +633,7 @@ def _track_graph(module: nn.Module, output: Any) -> None:
 
 def _graph_message(model: str, site: tuple[str, int], still_alive: bool) -> tuple[str, str]:
     fate = (
-        "is still alive and unused when the watchdog was removed"
+        "was still alive and unused when the watchdog was removed"
         if still_alive
         else "was freed without being used by backward or torch.autograd.grad"
     )
