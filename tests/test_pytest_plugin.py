@@ -491,6 +491,6 @@ def test_graph_still_alive_at_the_end_fails_the_session(pytester: pytest.Pyteste
             "(end of session):",
             "*gradguard: after the last test:",
             "*test_graph_still_alive_at_the_end_fails_the_session.py:8: GG001 graph-in-inference:*"
-            "is still alive and unused*",
+            "still alive and unused*",
         ]
     )
