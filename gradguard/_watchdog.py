@@ -270,6 +270,8 @@ def _install() -> None:
         _global_hooks.append(
             module_hooks.register_module_module_registration_hook(_on_module_registered)
         )
+        # Structure changes bump _state._generation, which the watchdog's caches check.
+        _state._install_registration_hook()
         _state.tree_listener = _on_new_tree
         _installed = True
         for root in _state.known_roots():
@@ -435,7 +437,7 @@ def _deep_pre_hook(module: nn.Module, _args: Any) -> None:
 def _rebuild_covered() -> None:
     _covered.clear()
     for model in known_models():
-        _covered.update(_state.tree_of((model,)).ids)
+        _covered.update(map(id, model.modules()))
     _covered_key[0] = _models_version
     _covered_key[1] = _state._generation
 
@@ -503,7 +505,11 @@ def _where_grad_disabled() -> str:
 # GG002: a model in training mode runs forward with gradients disabled
 # --------------------------------------------------------------------------------------------
 
-_mode_dependent_cache: weakref.WeakKeyDictionary[_state.Tree, bool] = weakref.WeakKeyDictionary()
+# model -> (structure generation, answer). Not the state engine's tree cache: the watchdog looks
+# at models that no scope ever held, and must not keep anything of theirs alive.
+_mode_dependent_cache: weakref.WeakKeyDictionary[nn.Module, tuple[int, bool]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _behaves_differently_in_training(module: nn.Module) -> bool:
@@ -522,11 +528,11 @@ def _behaves_differently_in_training(module: nn.Module) -> bool:
 
 
 def _mode_dependent(module: nn.Module) -> bool:
-    tree = _state.tree_of((module,))
-    known = _mode_dependent_cache.get(tree)
-    if known is None:
-        known = any(map(_behaves_differently_in_training, tree.mods))
-        _mode_dependent_cache[tree] = known
+    cached = _mode_dependent_cache.get(module)
+    if cached is not None and cached[0] == _state._generation:
+        return cached[1]
+    known = any(map(_behaves_differently_in_training, module.modules()))
+    _mode_dependent_cache[module] = (_state._generation, known)
     return known
 
 
@@ -822,7 +828,7 @@ def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
     key = (_models_version, _state._generation, len(optimizer.param_groups), count)
     view = _OptimizerView(key)
     models = known_models()
-    trees = [(model, _state.tree_of((model,)).ids) for model in models]
+    trees = [(model, frozenset(map(id, model.modules()))) for model in models]
     # Only the outermost watched models: a frozen submodule noted by its own eval() belongs
     # to the model around it.
     tops = [

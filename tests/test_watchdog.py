@@ -815,3 +815,26 @@ def test_compiled_training_step_with_watchdog_does_not_recompile(deep: bool) -> 
                 optimizer.step()
     assert gradguard.findings() == []
     torch._dynamo.reset()
+
+
+def test_self_referencing_model_is_not_kept_alive() -> None:
+    """A model reachable from its own attributes (Lightning, via its trainer) is freed."""
+
+    class Owned(Net):
+        def __init__(self) -> None:
+            super().__init__()
+            self.owner = {"model": self}
+
+    with gradguard.watch(deep=True):
+        model = Owned()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        model.train()
+        model(batch()).sum().backward()
+        optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            model(batch())
+        ref = weakref.ref(model)
+        del model, optimizer
+        gc.collect()
+        assert ref() is None
