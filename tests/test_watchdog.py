@@ -212,11 +212,11 @@ def test_watch_rejects_bad_arguments_before_installing() -> None:
 
 
 def test_thousand_watch_unwatch_cycles_leave_nothing() -> None:
-    """1,000 cycles that each see a model, step and find a mistake leave no hook, patch or model."""
+    """1,000 cycles that each see models, step and find mistakes leave no hook, patch or model."""
     _state.tree_of((Net(),))  # the state engine's own registration hook, installed once
     attributes = _patched_attributes()
     hooks = _global_hook_counts()
-    model = Net()
+    model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1), nn.Linear(8, 2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x = batch()
     refs = []
@@ -227,11 +227,15 @@ def test_thousand_watch_unwatch_cycles_leave_nothing() -> None:
             scratch = nn.Linear(2, 2)
             scratch.eval()
             refs.append(weakref.ref(scratch))
-            model.eval()
+            model.train()
             with torch.no_grad():
-                model(x)
+                model(x)  # GG002
+            model.eval()
+            out = model(x)  # GG001, reported when freed or at close()
+            optimizer.step()  # GG005
             handle.close()
-            del scratch
+            del scratch, out
+    assert {f.code for f in gradguard.findings()} == {"GG001", "GG002", "GG005"}
     del optimizer
     gc.collect()
     assert _patched_attributes() == attributes
