@@ -23,6 +23,7 @@ reference only; :func:`unwatch` restores every patched attribute and removes eve
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import sys
@@ -117,15 +118,20 @@ class WatchHandle:
         self.closed = False
 
     def close(self) -> None:
-        """Remove this installation; the last open handle uninstalls the watchdog. Idempotent."""
+        """Remove this installation; the last open handle uninstalls the watchdog. Idempotent.
+
+        Raises:
+            GradGuardError: strict, and the last handle found a graph still alive and unused.
+        """
         with _lock:
             if self.closed:
                 return
+            strict = _strict()
             self.closed = True
             if self in _handles:
                 _handles.remove(self)
             if not _handles:
-                _uninstall()
+                _uninstall(strict)
             elif self.deep and not any(h.deep for h in _handles):
                 _remove_deep()
 
@@ -138,7 +144,12 @@ class WatchHandle:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+            return
+        # The exception already propagating is the one that matters: never replace it.
+        with contextlib.suppress(_findings.GradGuardError):
+            self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -211,12 +222,28 @@ def unwatch() -> None:
 
 
 def is_watching() -> bool:
-    """Whether the watchdog is installed now."""
+    """Whether the watchdog is installed now (by :func:`watch` or ``GRADGUARD_WATCH``).
+
+    Example:
+        >>> from gradguard import _watchdog
+        >>> _watchdog.is_watching()
+        False
+    """
     return _installed
 
 
 def known_models() -> list[nn.Module]:
-    """The live models the watchdog has seen, in the order first seen."""
+    """The live models the watchdog has seen, in the order first seen (roots, not submodules).
+
+    Empty when the watchdog is not installed; a model that was garbage-collected is gone.
+
+    Example:
+        >>> import torch, gradguard
+        >>> from gradguard import _watchdog
+        >>> with gradguard.watch():
+        ...     model = torch.nn.Linear(2, 2).eval()
+        ...     assert _watchdog.known_models() == [model]
+    """
     with _lock:
         records = list(_models.values())
     models = []
@@ -231,10 +258,6 @@ def known_models() -> list[nn.Module]:
 # Install / uninstall
 # --------------------------------------------------------------------------------------------
 
-_module_train = nn.Module.train
-_module_eval = nn.Module.eval
-_tensor_backward = torch.Tensor.backward
-_autograd_backward = torch.autograd.backward
 _set_grad_enabled_class = torch.autograd.grad_mode.set_grad_enabled
 
 
@@ -315,7 +338,7 @@ def _remove_deep() -> None:
     while _deep_hooks:
         _deep_hooks.pop().remove()
     _deep = False
-    _covered.clear()
+    _covered[:] = [-1, -1, frozenset()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,29 +440,32 @@ def _root_of_parameter(param: torch.Tensor) -> nn.Module | None:
 
 
 # Deep mode: ids of every module inside a watched model, rebuilt when models or structure change.
-_covered: set[int] = set()
-_covered_key: list[int] = [-1, -1]
+# [models version, structure generation, ids]; replaced whole, so other threads never see it half.
+_covered: list[Any] = [-1, -1, frozenset()]
 
 
-def _deep_pre_hook(module: nn.Module, _args: Any) -> None:
+def _deep_pre_hook(module: nn.Module, args: Any) -> None:
     if _is_compiling():
         return
-    if _covered_key[0] != _models_version or _covered_key[1] != _state._generation:
-        _rebuild_covered()
-    if id(module) in _covered:
+    covered = _covered
+    if covered[0] != _models_version or covered[1] != _state._generation:
+        covered = _rebuild_covered()
+    if id(module) in covered[2]:
         return
     _note_safely(module)
     _rebuild_covered()
-    # This call's instance pre-hooks were collected before the model was noted.
-    _root_pre_hook(module, _args)
+    if id(module) in _models:
+        # This call's instance pre-hooks were collected before the model was noted.
+        _root_pre_hook(module, args)
 
 
-def _rebuild_covered() -> None:
-    _covered.clear()
+def _rebuild_covered() -> list[Any]:
+    global _covered
+    ids: set[int] = set()
     for model in known_models():
-        _covered.update(map(id, model.modules()))
-    _covered_key[0] = _models_version
-    _covered_key[1] = _state._generation
+        ids.update(map(id, model.modules()))
+    _covered = [_models_version, _state._generation, frozenset(ids)]
+    return _covered
 
 
 # --------------------------------------------------------------------------------------------
@@ -732,6 +758,7 @@ def _root_post_hook(module: nn.Module, _args: Any, output: Any) -> None:
 _NO_GRAD_ERROR = "does not require grad"
 
 
+@_findings.fail_open("backward-without-grad")
 def _explain(error: RuntimeError, tensors: Any) -> None:
     """Raise GG003 chained to ``error`` when gradients being off explains it; else return."""
     if isinstance(error, _findings.GradGuardError) or _NO_GRAD_ERROR not in str(error):

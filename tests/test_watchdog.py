@@ -842,3 +842,38 @@ def test_self_referencing_model_is_not_kept_alive() -> None:
         del model, optimizer
         gc.collect()
         assert ref() is None
+
+
+def test_strict_close_raises_for_graph_still_alive() -> None:
+    """Under watch(strict=True), leaving with an unused eval graph still alive raises GG001."""
+    model = Net()
+    with pytest.raises(gradguard.GradGuardError) as raised, gradguard.watch(strict=True):
+        model.eval()
+        out = model(batch())
+    assert raised.value.finding.code == "GG001"
+    assert not _watchdog.is_watching()
+    del out
+
+
+def test_strict_close_never_replaces_the_user_exception() -> None:
+    """An exception leaving a strict watch block is the one that propagates, not a finding."""
+    model = Net()
+    with pytest.raises(KeyError, match="user"), gradguard.watch(strict=True):
+        model.eval()
+        out = model(batch())
+        raise KeyError("user")
+    assert not _watchdog.is_watching()
+    del out
+
+
+def test_scopes_keep_their_fast_path_while_watching(watched: gradguard.WatchHandle) -> None:
+    """The patched train() still counts as the default one: scopes write flags directly."""
+    model = Net()
+    model.features[1].eval()
+    with gradguard.evaluating(model):
+        assert not any(m.training for m in model.modules())
+    assert _state.tree_of((model,)).all_plain
+    assert [m.training for m in model.modules()] == [
+        True, True, True, False, True, True, True, True,
+    ]
+    assert model in _watchdog.known_models()
