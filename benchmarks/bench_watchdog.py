@@ -6,6 +6,8 @@ shows most). Each round times the same workload unwatched, under ``watch()`` and
 ``watch(deep=True)``, one after the other, so machine drift hits all three alike; the figure is
 the median over rounds. Targets: default level at most 1.02x for the CNN, at most 1.05x for the
 MLP. ``deep=True`` has no target: its figures are what the README documents.
+
+Options: ``--quick`` (5 rounds instead of 21), ``--cuda`` (the same workloads on the GPU).
 """
 
 from __future__ import annotations
@@ -52,10 +54,14 @@ def mlp_41() -> nn.Module:
     return nn.Sequential(*layers)
 
 
+DEVICE = "cuda" if "--cuda" in sys.argv else "cpu"
+
+
 def training_step() -> tuple[nn.Module, Workload]:
-    model = cnn()
+    model = cnn().to(DEVICE)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    x = torch.randn(32, 3, 32, 32, device=DEVICE)
+    y = torch.randint(0, 10, (32,), device=DEVICE)
 
     def step() -> None:
         optimizer.zero_grad()
@@ -74,9 +80,13 @@ def eval_forward(model: nn.Module, x: torch.Tensor) -> Workload:
 
 
 def time_block(fn: Workload, calls: int) -> float:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(calls):
         fn()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
     return (time.perf_counter() - start) / calls
 
 
@@ -107,15 +117,17 @@ def main() -> int:
     warnings.simplefilter("error", gradguard.GradGuardWarning)  # correct code: must stay silent
     quick = "--quick" in sys.argv
     print(f"machine: {machine()}")
+    if DEVICE == "cuda":
+        print(f"device: {torch.cuda.get_device_name()} (timed with torch.cuda.synchronize)")
     train_model, train_fn = training_step()
-    eval_model = cnn()
-    mlp = mlp_41()
+    eval_model = cnn().to(DEVICE)
+    mlp = mlp_41().to(DEVICE)
     workloads = [
         ("CNN training step, batch 32", train_model, train_fn, True, 1.02, 10),
         (
             "CNN eval forward (no_grad), batch 32",
             eval_model,
-            eval_forward(eval_model, torch.randn(32, 3, 32, 32)),
+            eval_forward(eval_model, torch.randn(32, 3, 32, 32, device=DEVICE)),
             False,
             1.02,
             20,
@@ -123,7 +135,7 @@ def main() -> int:
         (
             "41-module MLP eval forward (no_grad), batch 1",
             mlp,
-            eval_forward(mlp, torch.randn(1, 32)),
+            eval_forward(mlp, torch.randn(1, 32, device=DEVICE)),
             False,
             1.05,
             400,
@@ -131,6 +143,8 @@ def main() -> int:
     ]
     failed = False
     for name, model, fn, train, target, calls in workloads:
+        if DEVICE == "cuda" and calls < 100:
+            calls *= 5  # the GPU runs these faster: keep each timed block long enough
         times = measure(model, fn, train, rounds=5 if quick else 21, calls=calls)
         base = times["unwatched"]
         print(f"\n{name}; unwatched = {base * 1e6:.1f} us per call")
