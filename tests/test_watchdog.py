@@ -877,3 +877,42 @@ def test_scopes_keep_their_fast_path_while_watching(watched: gradguard.WatchHand
         True, True, True, False, True, True, True, True,
     ]
     assert model in _watchdog.known_models()
+
+
+def test_optimizer_checks_silent_under_allow(watched: gradguard.WatchHandle) -> None:
+    """allow('eval-mode-training', 'step-without-gradients') silences GG004 and GG005."""
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    model.eval()
+    with gradguard.allow("eval-mode-training", "step-without-gradients"):
+        optimizer.step()
+        model(batch()).sum().backward()
+        optimizer.step()
+    assert gradguard.findings() == []
+
+
+def test_threads_are_checked_independently(watched: gradguard.WatchHandle) -> None:
+    """A correct evaluation thread and a faulty one run together: only the faulty one is found."""
+    good, bad = Net(), Net()
+    good.eval()
+    bad.train()
+    barrier = threading.Barrier(2)
+    lines: list[int] = []
+
+    def evaluate(model: nn.Module) -> None:
+        barrier.wait()
+        for _ in range(20):
+            with torch.no_grad():
+                lines.append(here() + 1)
+                model(batch())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gradguard.TrainModeWithoutGradWarning)
+        threads = [threading.Thread(target=evaluate, args=(m,)) for m in (good, bad)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    [finding] = gradguard.findings()
+    assert (finding.code, finding.lineno, finding.count) == ("GG002", lines[0], 20)
+    assert finding.message.startswith("Net is in training mode")
