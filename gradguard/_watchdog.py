@@ -721,9 +721,26 @@ _calls = _Calls()
 _installation = 0
 
 
+def _strip_copied_hooks(module: nn.Module) -> None:
+    """Remove this module's watchdog hooks that no record owns (copied by deepcopy or pickle)."""
+    for hooks in (module._forward_pre_hooks, module._forward_hooks):
+        for key, hook in list(hooks.items()):
+            if hook is _root_pre_hook or hook is _root_post_hook:
+                del hooks[key]
+                module._forward_hooks_always_called.pop(key, None)
+
+
 def _root_pre_hook(module: nn.Module, _args: Any) -> None:
     if _is_compiling():
         return
+    if id(module) not in _models:
+        # A copy of a watched model (copy.deepcopy, torch.load) carries hooks that no record owns.
+        _strip_copied_hooks(module)
+        if not _installed:
+            return
+        _note_safely(module)
+        if id(module) not in _models:
+            return
     calls = _calls
     if calls.installation != _installation:
         calls.installation = _installation

@@ -916,3 +916,20 @@ def test_threads_are_checked_independently(watched: gradguard.WatchHandle) -> No
     [finding] = gradguard.findings()
     assert (finding.code, finding.lineno, finding.count) == ("GG002", lines[0], 20)
     assert finding.message.startswith("Net is in training mode")
+
+
+def test_copied_model_is_watched_and_leaves_no_hook_after_unwatch() -> None:
+    """A deepcopy of a watched model (a DQN target network) is watched, and unhooked after."""
+    import copy
+
+    policy = Net()
+    with gradguard.watch():
+        policy.train()
+        target = copy.deepcopy(policy)
+        with pytest.warns(gradguard.TrainModeWithoutGradWarning), torch.no_grad():
+            target(batch())
+        assert target in _watchdog.known_models()
+        late_copy = copy.deepcopy(policy)
+    late_copy(batch())
+    for model in (policy, target, late_copy):
+        assert not model._forward_pre_hooks and not model._forward_hooks
