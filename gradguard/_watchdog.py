@@ -40,7 +40,7 @@ from torch.utils.hooks import RemovableHandle
 
 from gradguard import _config, _findings, _state
 
-__all__ = ["WatchHandle", "is_watching", "known_models", "unwatch", "watch"]
+__all__ = ["WatchHandle", "flush", "is_watching", "known_models", "unwatch", "watch"]
 
 _lock = threading.RLock()
 _local = threading.local()
@@ -254,6 +254,20 @@ def known_models() -> list[nn.Module]:
     return models
 
 
+def flush() -> None:
+    """Report now the graphs found freed unused since the last watched forward (GG001).
+
+    A graph dies in a finalizer, where nothing may warn or raise, so its finding waits for the
+    next watched forward, optimizer step, ``train()``/``eval()`` call or :func:`unwatch`. Tools
+    that attribute findings to a unit of work (a test) call ``gc.collect()`` then this.
+
+    Raises:
+        GradGuardError: strict, and such a graph was found.
+    """
+    if _pending:
+        _flush_pending()
+
+
 # --------------------------------------------------------------------------------------------
 # Install / uninstall
 # --------------------------------------------------------------------------------------------
@@ -279,10 +293,12 @@ def _install() -> None:
             _patch(nn.Module, name, _noting(original))
         _patch(torch.Tensor, "backward", _explaining_tensor_backward(torch.Tensor.backward))
         _patch(torch.autograd, "backward", _explaining_backward(torch.autograd.backward))
-        remembering = _remembering_set_grad_enabled(torch.set_grad_enabled)
-        _patch(torch, "set_grad_enabled", remembering)
-        _patch(torch.autograd, "set_grad_enabled", remembering)
-        _patch(torch.autograd.grad_mode, "set_grad_enabled", remembering)
+        # Methods of the class, not the class itself: torch.compile recognises
+        # torch.set_grad_enabled by identity, and traces it without calling __init__.
+        switch = _set_grad_enabled_class
+        _patch(switch, "__init__", _remembering_init(switch.__dict__["__init__"]))
+        _patch(switch, "__exit__", _forgetting(switch.__dict__["__exit__"]))
+        _patch(switch, "__call__", _forgetting(switch.__dict__["__call__"]))
         module_hooks = nn.modules.module
         _global_hooks.append(
             register_optimizer_step_pre_hook(_optimizer_step_pre_hook)
@@ -293,8 +309,6 @@ def _install() -> None:
         _global_hooks.append(
             module_hooks.register_module_module_registration_hook(_on_module_registered)
         )
-        # Structure changes bump _state._generation, which the watchdog's caches check.
-        _state._install_registration_hook()
         _state.tree_listener = _on_new_tree
         _installed = True
         for root in _state.known_roots():
@@ -399,6 +413,10 @@ def _noting(original: Callable[..., Any]) -> Callable[..., Any]:
     return noting
 
 
+# Bumped whenever a parameter or submodule is registered anywhere: the watchdog's caches check it.
+_structure = 0
+
+
 def _forget_parameter(key: int, ref: weakref.ref[torch.Tensor]) -> None:
     entry = _param_owner.get(key)
     if entry is not None and entry[0] is ref:
@@ -406,6 +424,8 @@ def _forget_parameter(key: int, ref: weakref.ref[torch.Tensor]) -> None:
 
 
 def _on_parameter_registered(module: nn.Module, _name: str, param: Any) -> None:
+    global _structure
+    _structure += 1
     if param is not None:
         key = id(param)
         ref = weakref.ref(param, functools.partial(_forget_parameter, key))
@@ -413,6 +433,8 @@ def _on_parameter_registered(module: nn.Module, _name: str, param: Any) -> None:
 
 
 def _on_module_registered(module: nn.Module, _name: str, child: Any) -> None:
+    global _structure
+    _structure += 1
     if child is not None:
         _module_parent[child] = weakref.ref(module)
 
@@ -448,7 +470,7 @@ def _deep_pre_hook(module: nn.Module, args: Any) -> None:
     if _is_compiling():
         return
     covered = _covered
-    if covered[0] != _models_version or covered[1] != _state._generation:
+    if covered[0] != _models_version or covered[1] != _structure:
         covered = _rebuild_covered()
     if id(module) in covered[2]:
         return
@@ -464,7 +486,7 @@ def _rebuild_covered() -> list[Any]:
     ids: set[int] = set()
     for model in known_models():
         ids.update(map(id, model.modules()))
-    _covered = [_models_version, _state._generation, frozenset(ids)]
+    _covered = [_models_version, _structure, frozenset(ids)]
     return _covered
 
 
@@ -473,46 +495,42 @@ def _rebuild_covered() -> list[Any]:
 # --------------------------------------------------------------------------------------------
 
 
-class _RememberedSetGradEnabled(_set_grad_enabled_class):
-    """``torch.set_grad_enabled`` that forgets its site when used as a with-block or decorator."""
+def _remembering_init(original: Callable[..., None]) -> Callable[..., None]:
+    """``set_grad_enabled.__init__`` that remembers where the user switched gradients off."""
 
-    def _forget(self) -> None:
-        if getattr(_local, "disabled_by", None) is self:
-            _local.disabled_by = None
-            _local.disabled_at = None
-
-    def __exit__(self, *exc: Any) -> None:
-        self._forget()
-        super().__exit__(*exc)
-
-    def __call__(self, function: Any) -> Any:
-        self._forget()  # as a decorator it switches only while the function runs
-        return super().__call__(function)
-
-
-def _remembering_set_grad_enabled(original: Any) -> Callable[[bool], Any]:
-    def set_grad_enabled(mode: bool) -> Any:
+    def __init__(self: Any, mode: bool) -> None:
+        original(self, mode)
         if _is_compiling():
-            return original(mode)
-        caller = sys._getframe(1).f_globals.get("__name__", "")
-        if caller.startswith("torch."):
-            # torch.no_grad()/enable_grad() switching on enter and exit: scoped, not bare.
-            return original(mode)
-        switch = _RememberedSetGradEnabled(mode)
+            return
         try:
+            caller = sys._getframe(1)
+            if caller.f_globals.get("__name__", "").startswith("torch."):
+                return  # torch.no_grad()/enable_grad() switching on enter and exit: scoped
             if mode:
                 _local.disabled_by = None
                 _local.disabled_at = None
             else:
-                _local.disabled_by = switch
-                _local.disabled_at = _findings.user_site(sys._getframe(1))
+                _local.disabled_by = self
+                _local.disabled_at = _findings.user_site(caller)
         except Exception:  # fail open: remembering the site is a nicety
             pass
-        return switch
 
-    set_grad_enabled.__doc__ = original.__doc__
-    set_grad_enabled.__wrapped__ = original  # type: ignore[attr-defined]
-    return set_grad_enabled
+    __init__.__wrapped__ = original  # type: ignore[attr-defined]
+    return __init__
+
+
+def _forgetting(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``__exit__``/``__call__``: a with-block or decorator switches only for its own body."""
+
+    def forgetting(self: Any, *args: Any) -> Any:
+        if getattr(_local, "disabled_by", None) is self:
+            _local.disabled_by = None
+            _local.disabled_at = None
+        return original(self, *args)
+
+    forgetting.__name__ = original.__name__
+    forgetting.__wrapped__ = original  # type: ignore[attr-defined]
+    return forgetting
 
 
 def _where_grad_disabled() -> str:
@@ -555,10 +573,10 @@ def _behaves_differently_in_training(module: nn.Module) -> bool:
 
 def _mode_dependent(module: nn.Module) -> bool:
     cached = _mode_dependent_cache.get(module)
-    if cached is not None and cached[0] == _state._generation:
+    if cached is not None and cached[0] == _structure:
         return cached[1]
     known = any(map(_behaves_differently_in_training, module.modules()))
-    _mode_dependent_cache[module] = (_state._generation, known)
+    _mode_dependent_cache[module] = (_structure, known)
     return known
 
 
@@ -860,7 +878,7 @@ def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
     count = sum(len(group["params"]) for group in optimizer.param_groups)
-    key = (_models_version, _state._generation, len(optimizer.param_groups), count)
+    key = (_models_version, _structure, len(optimizer.param_groups), count)
     view = _optimizer_cache.get(optimizer)
     if view is not None and view.key == key:
         return view
@@ -869,7 +887,7 @@ def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
         root = _root_of_parameter(param)
         if root is not None and id(root) not in _models:
             _note(root)
-    key = (_models_version, _state._generation, len(optimizer.param_groups), count)
+    key = (_models_version, _structure, len(optimizer.param_groups), count)
     view = _OptimizerView(key)
     models = known_models()
     trees = [(model, frozenset(map(id, model.modules()))) for model in models]

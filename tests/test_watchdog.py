@@ -84,9 +84,7 @@ def _patched_attributes() -> tuple[object, ...]:
         *(nn.Module.__dict__[n] for n in ("train", "eval", "to", "cuda", "cpu", "load_state_dict")),
         torch.Tensor.backward,
         torch.autograd.backward,
-        torch.set_grad_enabled,
-        torch.autograd.set_grad_enabled,
-        torch.autograd.grad_mode.set_grad_enabled,
+        *(torch.set_grad_enabled.__dict__[n] for n in ("__init__", "__exit__", "__call__")),
     )
 
 
@@ -109,6 +107,35 @@ def test_plain_import_patches_nothing() -> None:
         "assert not oo._global_optimizer_pre_hooks\n"
         "assert not nn.modules.module._global_forward_pre_hooks\n"
         "assert not gradguard._watchdog.is_watching()\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GRADGUARD_WATCH"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_watch_then_unwatch_leaves_a_fresh_process_as_it_was() -> None:
+    """In a fresh interpreter, every global hook table is as it was after watch() and unwatch()."""
+    code = (
+        "import torch, torch.optim.optimizer as oo\n"
+        "from torch import nn\n"
+        "import gradguard\n"
+        "mm = nn.modules.module\n"
+        "tables = lambda: [dict(t) for t in (mm._global_forward_pre_hooks,"
+        " mm._global_forward_hooks, mm._global_parameter_registration_hooks,"
+        " mm._global_module_registration_hooks, mm._global_buffer_registration_hooks,"
+        " oo._global_optimizer_pre_hooks, oo._global_optimizer_post_hooks)]\n"
+        "before = tables()\n"
+        "with gradguard.watch(deep=True):\n"
+        "    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout())\n"
+        "    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "    model(torch.randn(1, 2)).sum().backward()\n"
+        "    opt.step()\n"
+        "assert tables() == before, (tables(), before)\n"
+        "assert not model._forward_pre_hooks and not model._forward_hooks\n"
         "print('ok')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "GRADGUARD_WATCH"}
@@ -162,7 +189,6 @@ def test_environment_variable_off_values_install_nothing(monkeypatch: pytest.Mon
 
 def test_watch_and_unwatch_restore_every_patch_and_hook() -> None:
     """watch() patches and hooks; unwatch() puts back the very same objects and hook counts."""
-    _state.tree_of((Net(),))  # the state engine's own registration hook, installed once
     attributes = _patched_attributes()
     hooks = _global_hook_counts()
     model = Net()
@@ -213,7 +239,6 @@ def test_watch_rejects_bad_arguments_before_installing() -> None:
 
 def test_thousand_watch_unwatch_cycles_leave_nothing() -> None:
     """1,000 cycles that each see models, step and find mistakes leave no hook, patch or model."""
-    _state.tree_of((Net(),))  # the state engine's own registration hook, installed once
     attributes = _patched_attributes()
     hooks = _global_hook_counts()
     model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1), nn.Linear(8, 2))
@@ -933,3 +958,34 @@ def test_copied_model_is_watched_and_leaves_no_hook_after_unwatch() -> None:
     late_copy(batch())
     for model in (policy, target, late_copy):
         assert not model._forward_pre_hooks and not model._forward_hooks
+
+
+def test_flush_reports_freed_graphs_at_once(watched: gradguard.WatchHandle) -> None:
+    """flush() reports a graph freed unused without waiting for the next forward."""
+    model = Net()
+    model.eval()
+    line = here() + 1
+    model(batch())
+    gc.collect()
+    assert gradguard.findings() == []
+    with pytest.warns(gradguard.GraphInInferenceWarning):
+        _watchdog.flush()
+    assert [(f.code, f.lineno) for f in gradguard.findings()] == [("GG001", line)]
+
+
+def test_compiled_code_may_switch_gradients_while_watching(watched: gradguard.WatchHandle) -> None:
+    """torch.set_grad_enabled inside a fullgraph-compiled function still compiles while watching."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    layer = nn.Linear(8, 8)
+
+    @torch.compile(backend="eager", fullgraph=True)
+    def features(x: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(False):
+            y = layer(x)
+        return y * 2
+
+    assert torch.set_grad_enabled is torch.autograd.grad_mode.set_grad_enabled
+    assert not features(batch()).requires_grad
+    torch._dynamo.reset()
