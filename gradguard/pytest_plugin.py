@@ -226,8 +226,10 @@ class _GradGuardSession:
                 stack.enter_context(allow(*checks))
             yield
             # Graphs freed during this phase are reported at the watchdog's next safe point:
-            # make that now, so the finding lands on this test and not on the next one.
-            _watchdog._flush_pending()
+            # make that now, so the finding lands on this test and not on the next one. (No
+            # gc.collect() first: it would cost every test milliseconds; a graph freed only by
+            # the cycle collector is reported on a later test or at the end of the session.)
+            _watchdog.flush()
         found = _new_findings(before)
         if found:
             self._problem(item, f"gradguard: {item.nodeid} caused:\n" + _describe_findings(found))
