@@ -25,6 +25,10 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/evaluate_frozen.py
+	@echo "--- gradguard run: a training script with the classic mistakes (it ends in GG003) ---"
+	$(PY) -m gradguard run examples/train_with_mistakes.py || echo "(exit status $$?, as expected: the script dies of GG003)"
+	@echo "--- gradguard run: its fixed twin ---"
+	$(PY) -m gradguard run examples/train_fixed.py
 	$(PY) -m gradguard bench --quick
 
 bench: $(STAMP)

@@ -10,6 +10,8 @@ import torch
 import gradguard
 from gradguard import _state
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(autouse=True)
 def _clean_gradguard_state() -> Iterator[None]:

@@ -1,0 +1,312 @@
+"""``gradguard run``: run a script or module exactly as ``python`` would, under the watchdog.
+
+``gradguard run [--strict] [--deep] [--json FILE] SCRIPT [ARGS...]`` or
+``gradguard run [...] -m MODULE [ARGS...]``. The script gets the ``sys.argv``, ``__main__``,
+``sys.path[0]``, exceptions and exit status it would get from ``python``; at exit a summary of the
+findings goes to stderr, and ``--json FILE`` writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import importlib.machinery
+import io
+import json
+import os
+import runpy
+import sys
+import threading
+import traceback
+import types
+import zipfile
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from gradguard import _config, _findings
+
+PROG = "gradguard run"
+USAGE = (
+    "usage: gradguard run [--strict] [--deep] [--json FILE] SCRIPT [ARGS...]\n"
+    "       gradguard run [--strict] [--deep] [--json FILE] -m MODULE [ARGS...]"
+)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add ``gradguard run``'s options to its subparser."""
+    parser.usage = USAGE.removeprefix("usage: ")
+    parser.epilog = (
+        "Everything after SCRIPT (or after -m MODULE) is passed to the script untouched. "
+        "The exit status is the script's own. GRADGUARD_STRICT=1 is the same as --strict."
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="raise GradGuardError where the first finding happens (the script stops with a "
+        "non-zero status); the summary still prints",
+    )
+    parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="also watch models that the default level cannot see (global module hooks: slower)",
+    )
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        dest="json_file",
+        help="write the findings to FILE as JSON; '{rank}' in FILE is replaced by the RANK "
+        "environment variable (one file per rank under torchrun)",
+    )
+    parser.add_argument(
+        "-m",
+        dest="module",
+        nargs=argparse.REMAINDER,
+        metavar="MODULE",
+        help="run a library module as a script, like python -m (ends the option list)",
+    )
+    parser.add_argument("script", nargs="?", metavar="SCRIPT", help="the Python script to run")
+    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help=argparse.SUPPRESS)
+
+
+def main(namespace: argparse.Namespace) -> int:
+    """Run the script or module under the watchdog; return its exit status.
+
+    The summary is printed (and the JSON file written) once the script has finished, whether it
+    returned, called ``sys.exit`` or raised, and after its non-daemon threads have ended, as
+    Python itself waits for them before exiting.
+    """
+    module: list[str] | None = namespace.module
+    script: str | None = namespace.script
+    if module is not None and script is not None:
+        return _usage_error("give either SCRIPT or -m MODULE, not both")
+    if module is not None and not module:
+        return _usage_error("-m needs a module name, e.g. gradguard run -m package.train")
+    if module is None and script is None:
+        return _usage_error("give the script to run, e.g. gradguard run train.py --epochs 3")
+    try:
+        strict = namespace.strict or _config.env_flag("GRADGUARD_STRICT")
+    except ValueError as error:
+        return _usage_error(str(error))
+    # Absolute now: the script may change directory before the file is written.
+    json_file = os.path.abspath(_json_path(namespace.json_file)) if namespace.json_file else None
+
+    if module is not None:
+        target = ["-m", *module]
+        problem = _check_module(module[0])
+    else:
+        assert script is not None
+        target = [script, *namespace.args]
+        problem = _check_script(script)
+    if problem:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+        return 2 if module is None else 1
+
+    if strict:
+        # Read by the findings channel wherever a check runs, in child processes too.
+        os.environ["GRADGUARD_STRICT"] = "1"
+
+    from gradguard import _watchdog
+
+    handle = _watchdog.watch(strict=True if strict else None, deep=namespace.deep)
+    status = _execute(target)
+    _wait_for_threads()
+    try:
+        handle.close()
+    except _findings.GradGuardError as error:
+        # Strict: a graph still alive and unused at exit raises here; the script is done anyway.
+        print(f"{PROG}: {error}", file=sys.stderr)
+    except Exception as error:  # the summary must still print
+        print(f"{PROG}: stopping the watchdog failed: {error!r}", file=sys.stderr)
+
+    found = _findings.findings()
+    if strict and found and status == 0:
+        # The script caught the GradGuardError (or the finding came at exit): still a failure.
+        status = 1
+    sys.stderr.write(format_summary(found, rank=os.environ.get("RANK")))
+    sys.stderr.flush()
+    if json_file is not None:
+        try:
+            write_json(found, json_file)
+        except OSError as error:
+            print(f"{PROG}: could not write --json {json_file!r}: {error}", file=sys.stderr)
+            if status == 0:
+                status = 2
+    return status
+
+
+def _usage_error(message: str) -> int:
+    print(USAGE, file=sys.stderr)
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _json_path(template: str) -> str:
+    return template.replace("{rank}", os.environ.get("RANK", "0"))
+
+
+def _check_script(script: str) -> str:
+    if not os.path.exists(script):
+        return f"can't open file {os.path.abspath(script)!r}: no such file or directory"
+    if os.path.isdir(script) and not os.path.exists(os.path.join(script, "__main__.py")):
+        return f"can't find '__main__.py' in {script!r}"
+    return ""
+
+
+def _check_module(name: str) -> str:
+    import importlib.util
+
+    sys.path[0:1] = [os.getcwd()]
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as error:
+        return f"error while finding module specification for {name!r}: {error}"
+    if spec is None:
+        return f"no module named {name!r}"
+    return ""
+
+
+def _execute(target: list[str]) -> int:
+    """Run ``target`` (``[SCRIPT, ARGS...]`` or ``["-m", MODULE, ARGS...]``) as ``python`` would."""
+    if target[0] == "-m":
+        sys.argv = target[1:]
+        sys.path[0:1] = [os.getcwd()]
+    else:
+        sys.argv = list(target)
+        sys.path[0:1] = [os.path.dirname(os.path.abspath(target[0]))]
+    try:
+        if target[0] == "-m":
+            runpy.run_module(target[1], run_name="__main__", alter_sys=True)
+        else:
+            _run_path(target[0])
+    except SystemExit as exit_:
+        return _exit_status(exit_.code)
+    except KeyboardInterrupt:
+        _print_exception(*sys.exc_info())
+        return 130
+    except BaseException:
+        _print_exception(*sys.exc_info())
+        return 1
+    finally:
+        sys.stdout.flush()
+    return 0
+
+
+def _run_path(path: str) -> None:
+    """Run a script file as ``python path`` does: ``__main__``, an absolute ``__file__``."""
+    if os.path.isdir(path) or zipfile.is_zipfile(path):
+        runpy.run_path(path, run_name="__main__")
+        return
+    # Not runpy.run_path: it rewrites sys.argv[0], which python leaves exactly as given.
+    filename = os.path.abspath(path)
+    with io.open_code(filename) as stream:
+        source = stream.read()
+    # dont_inherit: this module's __future__ imports must not leak into the script.
+    code = compile(source, filename, "exec", dont_inherit=True)
+    module = types.ModuleType("__main__")
+    module.__file__ = filename
+    module.__cached__ = None  # type: ignore[attr-defined]  # set by python for __main__ too
+    module.__loader__ = importlib.machinery.SourceFileLoader("__main__", filename)
+    module.__builtins__ = builtins  # type: ignore[attr-defined]  # as python's own __main__
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = module
+    try:
+        exec(code, module.__dict__)
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
+
+
+def _exit_status(code: Any) -> int:
+    """The process status ``python`` gives for ``sys.exit(code)``."""
+    if code is None:
+        return 0
+    if isinstance(code, bool):
+        return int(code)
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _print_exception(
+    exc_type: type[BaseException] | None,
+    value: BaseException | None,
+    tb: TracebackType | None,
+) -> None:
+    """Print an uncaught exception as ``python`` does, via ``sys.excepthook``, minus our frames."""
+    ours = (__file__, runpy.__file__, "<frozen runpy>")
+    while tb is not None and tb.tb_frame.f_code.co_filename in ours:
+        tb = tb.tb_next
+    if exc_type is None or value is None:
+        return
+    # The default hook renders the exception's own __traceback__, so cut that one too.
+    value.__traceback__ = tb
+    try:
+        sys.excepthook(exc_type, value, tb)
+    except Exception:  # a broken custom hook: fall back to the default rendering
+        traceback.print_exception(exc_type, value, tb)
+    sys.stderr.flush()
+
+
+def _wait_for_threads() -> None:
+    """Join the script's non-daemon threads, as the interpreter does before it exits."""
+    main_thread = threading.main_thread()
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is main_thread or thread is current or thread.daemon:
+            continue
+        try:
+            thread.join()
+        except KeyboardInterrupt:
+            break
+
+
+def format_summary(found: Sequence[_findings.Finding], *, rank: str | None = None) -> str:
+    """The stderr summary: one block per finding (code, check, file:line, count, fix)."""
+    who = f"gradguard [rank {rank}]" if rank is not None else "gradguard"
+    if not found:
+        return f"{who}: no findings\n"
+    total = len(found)
+    lines = [f"{who}: {total} finding{'s' if total != 1 else ''}"]
+    for finding in found:
+        times = "1 time" if finding.count == 1 else f"{finding.count} times"
+        lines.append(
+            f"  {finding.code} {finding.check} at {finding.filename}:{finding.lineno} ({times})"
+        )
+        for text in finding.message.splitlines():
+            lines.append(f"      {text}")
+        if finding.fix:
+            lines.append(f"      fix: {finding.fix}")
+    return "\n".join(lines) + "\n"
+
+
+def findings_json(found: Sequence[_findings.Finding]) -> dict[str, list[dict[str, Any]]]:
+    """The ``--json`` document: ``{"findings": [{code, check, message, file, line, count, fix}]}``.
+
+    ``file`` is the code location's file name as Python reports it, ``line`` and ``count`` ints.
+    """
+    return {
+        "findings": [
+            {
+                "code": f.code,
+                "check": f.check,
+                "message": f.message,
+                "file": f.filename,
+                "line": int(f.lineno),
+                "count": int(f.count),
+                "fix": f.fix,
+            }
+            for f in found
+        ]
+    }
+
+
+def write_json(found: Sequence[_findings.Finding], path: str) -> None:
+    """Write :func:`findings_json` to ``path`` atomically (a reader never sees half a file)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as stream:
+        json.dump(findings_json(found), stream, indent=2)
+        stream.write("\n")
+    os.replace(temporary, path)
