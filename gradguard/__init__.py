@@ -1,9 +1,16 @@
 """gradguard: evaluation and inference scopes for PyTorch that restore every flag exactly.
 
-Public names only; everything lives in private modules. Importing gradguard patches nothing.
+Public names only; everything lives in private modules. Importing gradguard patches nothing and
+does not import torch: the names that need it are loaded on first use, so the pytest plugin costs
+nothing in a test run that does not ask for it. ``GRADGUARD_WATCH`` installs the watchdog at import.
 """
 
-from gradguard import _watchdog
+from __future__ import annotations
+
+import importlib
+import os
+from typing import TYPE_CHECKING, Any
+
 from gradguard._config import configure
 from gradguard._findings import (
     CHECKS,
@@ -19,12 +26,42 @@ from gradguard._findings import (
     clear_findings,
     findings,
 )
-from gradguard._inference import inference_fn
-from gradguard._scopes import allow, evaluating, frozen
-from gradguard._watchdog import WatchHandle, unwatch, watch
-from gradguard.measure import measure
+
+if TYPE_CHECKING:
+    from gradguard._inference import inference_fn
+    from gradguard._measure import Measurement, ModeResult, measure
+    from gradguard._scopes import allow, evaluating, frozen
+    from gradguard._watchdog import WatchHandle, unwatch, watch
 
 __version__ = "0.1.0"
+
+# Public name -> the private module that defines it (each one imports torch).
+_LAZY = {
+    "allow": "gradguard._scopes",
+    "evaluating": "gradguard._scopes",
+    "frozen": "gradguard._scopes",
+    "inference_fn": "gradguard._inference",
+    "Measurement": "gradguard._measure",
+    "ModeResult": "gradguard._measure",
+    "measure": "gradguard._measure",
+    "WatchHandle": "gradguard._watchdog",
+    "unwatch": "gradguard._watchdog",
+    "watch": "gradguard._watchdog",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'gradguard' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CHECKS",
@@ -34,6 +71,8 @@ __all__ = [
     "GradGuardWarning",
     "GraphInInferenceWarning",
     "InternalCheckWarning",
+    "Measurement",
+    "ModeResult",
     "ScopeStateChangedWarning",
     "StepWithoutGradientsWarning",
     "TrainModeWithoutGradWarning",
@@ -51,5 +90,6 @@ __all__ = [
     "watch",
 ]
 
-# GRADGUARD_WATCH installs the watchdog once every public name above exists.
-_watchdog._watch_from_environment()
+if os.environ.get("GRADGUARD_WATCH", "").strip():
+    # Asked for explicitly: install the watchdog now (an invalid value is a ValueError here).
+    importlib.import_module("gradguard._watchdog")._watch_from_environment()

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradguard.measure import (
+from gradguard._measure import (
     Measurement,
     core_count,
     describe_device,

@@ -13,7 +13,7 @@ import torch
 
 from gradguard import cli
 from gradguard._bench import FAMILIES, Job, recommend, summary_rows
-from gradguard.measure import MODES, Measurement, ModeResult
+from gradguard._measure import MODES, Measurement, ModeResult
 
 FACTORY_MODULE = """
 import torch

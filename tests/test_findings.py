@@ -263,3 +263,18 @@ def test_import_patches_nothing() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_plain_import_does_not_import_torch() -> None:
+    """`import gradguard` stays cheap: torch is imported only when a name that needs it is used."""
+    import subprocess
+
+    code = (
+        "import sys, gradguard; assert 'torch' not in sys.modules, 'torch imported'; "
+        "gradguard.evaluating; assert 'torch' in sys.modules; print('ok')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import gradguard
-from gradguard.measure import MODES, Measurement, outputs_match
+from gradguard._measure import MODES, Measurement, outputs_match
 
 LAYERS, BATCH, WIDTH = 4, 64, 256
 ACTIVATION_BYTES = BATCH * WIDTH * 4  # one float32 activation of the chain

@@ -100,7 +100,7 @@ def test_plain_import_patches_nothing() -> None:
         "from torch import nn\n"
         "before = (nn.Module.train, nn.Module.to, torch.Tensor.backward, torch.set_grad_enabled,"
         " torch.autograd.backward)\n"
-        "import gradguard\n"
+        "import gradguard, gradguard._watchdog, gradguard._scopes, gradguard._inference\n"
         "after = (nn.Module.train, nn.Module.to, torch.Tensor.backward, torch.set_grad_enabled,"
         " torch.autograd.backward)\n"
         "assert before == after, 'import patched something'\n"
