@@ -1,10 +1,10 @@
-"""``gradguard bench``: the seed's table of no_grad gains, measured on this machine.
+"""``gradguard bench``: the usual table of no_grad gains, measured on this machine.
 
 Three built-in model families (nothing is downloaded): a ResNet-style CNN at batch 128, a
 Transformer encoder at batch 64 and an LSTM at batch 256, or the user's own model with
 ``--model package.module:factory --input-shape ... --batch-size ...``. Each family is measured
-with :func:`gradguard.measure` in every mode; the summary prints the seed's columns, each figure
-being ``no_grad`` against eval mode with gradients on.
+with :func:`gradguard.measure` in every mode; the summary prints the usual table's columns, each
+figure being ``no_grad`` against eval mode with gradients on.
 """
 
 from __future__ import annotations
@@ -325,7 +325,7 @@ def recommend(result: Measurement) -> str:
 
 
 def summary_rows(results: Sequence[tuple[Job, Measurement]]) -> list[str]:
-    """The seed's table, measured, as Markdown rows."""
+    """The table of no_grad gains, measured, as Markdown rows."""
     head = (
         "Model family",
         "Batch size",

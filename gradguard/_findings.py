@@ -74,6 +74,18 @@ class InternalCheckWarning(GradGuardWarning):
     check = "internal-error"
 
 
+# Shown as gradguard.X in tracebacks and reprs: the public name, not the private module.
+for _public in (
+    GradGuardWarning,
+    GraphInInferenceWarning,
+    TrainModeWithoutGradWarning,
+    EvalModeTrainingWarning,
+    StepWithoutGradientsWarning,
+    ScopeStateChangedWarning,
+    InternalCheckWarning,
+):
+    _public.__module__ = "gradguard"
+
 #: check name -> code, in code order. GG003 has no warning class: it is always an error.
 CHECKS: dict[str, str] = {
     "graph-in-inference": "GG001",
@@ -134,6 +146,10 @@ class GradGuardError(RuntimeError):
     def __init__(self, finding: Finding) -> None:
         super().__init__(format_finding(finding))
         self.finding = finding
+
+
+GradGuardError.__module__ = "gradguard"
+Finding.__module__ = "gradguard"
 
 
 def format_finding(finding: Finding) -> str:

@@ -123,7 +123,7 @@ def main(namespace: argparse.Namespace) -> int:
     if strict and found and status == 0:
         # The script caught the GradGuardError (or the finding came at exit): still a failure.
         status = 1
-    sys.stderr.write(format_summary(found, rank=os.environ.get("RANK")))
+    sys.stderr.write(format_summary(found, rank=os.environ.get("RANK"), deep=namespace.deep))
     sys.stderr.flush()
     if json_file is not None:
         try:
@@ -262,11 +262,23 @@ def _wait_for_threads() -> None:
             break
 
 
-def format_summary(found: Sequence[_findings.Finding], *, rank: str | None = None) -> str:
-    """The stderr summary: one block per finding (code, check, file:line, count, fix)."""
+NOT_DEEP_HINT = (
+    "  (default level: models are seen through train()/eval()/to()/load_state_dict(), "
+    "optimizer steps and gradguard scopes; --deep also sees models that are only ever called)\n"
+)
+
+
+def format_summary(
+    found: Sequence[_findings.Finding], *, rank: str | None = None, deep: bool = False
+) -> str:
+    """The stderr summary: one block per finding (code, check, file:line, count, fix).
+
+    A clean run at the default level says what the watchdog could see, since a model that is
+    built and only ever called (never train()/eval()/to()/load_state_dict()) is invisible there.
+    """
     who = f"gradguard [rank {rank}]" if rank is not None else "gradguard"
     if not found:
-        return f"{who}: no findings\n"
+        return f"{who}: no findings\n" + ("" if deep else NOT_DEEP_HINT)
     total = len(found)
     lines = [f"{who}: {total} finding{'s' if total != 1 else ''}"]
     for finding in found:

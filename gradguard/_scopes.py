@@ -49,6 +49,24 @@ def check_modules(modules: tuple[object, ...], where: str, *, allow_empty: bool 
             f"{where} needs at least one torch.nn.Module, e.g. {where.split('(')[0]}(model)"
         )
     for index, module in enumerate(modules):
+        if isinstance(module, (list, tuple)) and all(isinstance(m, nn.Module) for m in module):
+            raise TypeError(
+                f"{where} takes modules as separate arguments; argument {index} is a "
+                f"{type(module).__name__} of {len(module)} module(s): unpack it, e.g. "
+                f"{where.split('(')[0]}(*models)"
+            )
+        if callable(module) and not isinstance(module, nn.Module) and index == 0:
+            name = where.split("(")[0]
+            also = (
+                ", or use @gradguard.inference_fn, which finds the models among the call's "
+                "arguments"
+                if name == "evaluating"
+                else ""
+            )
+            raise TypeError(
+                f"{where} needs the modules it works on, not a function ({module!r:.60}): "
+                f"write @{name}(model){also}"
+            )
         if not isinstance(module, nn.Module):
             raise TypeError(
                 f"{where} takes torch.nn.Module objects; argument {index} is "
@@ -315,8 +333,9 @@ def report_eval_changes(
         _report_changed(
             failing,
             f"code inside {label} switched {len(changed)} module(s) back to training "
-            f"mode ({names}); they were put back in eval while the scope was open and "
-            "restored to their own flags at exit",
+            f"mode ({names}): from there to the end of the scope they ran in training mode "
+            "(dropout active, BatchNorm statistics updated); at exit each module got its own "
+            "flag back",
             "move model.train() after the with-block (or after the decorated call); "
             "the scope restores the training flags itself",
         )
@@ -434,8 +453,8 @@ class frozen(_Scope):
             _report_changed(
                 failing,
                 f"code inside {self._label} set requires_grad=True on {len(changed_params)} "
-                "parameter(s); they were frozen again while the scope was open and restored to "
-                "their own flags at exit",
+                "parameter(s): they stayed trainable to the end of the scope; at exit each "
+                "parameter got its own flag back",
                 "unfreeze parameters after the with-block; the scope restores requires_grad itself",
             )
         if changed_modules:
@@ -443,8 +462,8 @@ class frozen(_Scope):
             _report_changed(
                 failing,
                 f"code inside {self._label} switched {len(changed_modules)} module(s) back to "
-                f"training mode ({names}); they were put back in eval while the scope was open "
-                "and restored to their own flags at exit",
+                f"training mode ({names}): from there to the end of the scope they ran in "
+                "training mode; at exit each module got its own flag back",
                 "move model.train() after the with-block; the scope restores the flags itself",
             )
 

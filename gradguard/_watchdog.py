@@ -291,8 +291,8 @@ def _install() -> None:
     try:
         for name, original in originals.items():
             _patch(nn.Module, name, _noting(original))
-        _patch(torch.Tensor, "backward", _explaining_tensor_backward(torch.Tensor.backward))
-        _patch(torch.autograd, "backward", _explaining_backward(torch.autograd.backward))
+        _patch(torch.Tensor, "backward", _explaining(torch.Tensor.backward))
+        _patch(torch.autograd, "backward", _explaining(torch.autograd.backward))
         # Methods of the class, not the class itself: torch.compile recognises
         # torch.set_grad_enabled by identity, and traces it without calling __init__.
         switch = _set_grad_enabled_class
@@ -542,7 +542,10 @@ def _where_grad_disabled() -> str:
             f"by torch.set_grad_enabled(False) at {site[0]}:{site[1]}, which was never turned "
             "back on"
         )
-    return "inside a torch.no_grad() block (or a function decorated with it)"
+    return (
+        "inside a torch.no_grad() block (or a function decorated with it, or a gradguard "
+        "scope with mode='no_grad')"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -819,35 +822,23 @@ def _explain(error: RuntimeError, tensors: Any) -> None:
         raise explained from error
 
 
-def _explaining_tensor_backward(original: Callable[..., Any]) -> Callable[..., Any]:
-    def backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+def _explaining(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``Tensor.backward`` or ``torch.autograd.backward``: only the error path does work."""
+
+    @functools.wraps(original)
+    def backward(target: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return original(self, *args, **kwargs)
+            return original(target, *args, **kwargs)
         except RuntimeError as error:
-            if not _is_compiling():
-                _explain(error, self)
+            if _is_compiling():
+                raise
+            try:
+                _explain(error, target)
+            except _findings.GradGuardError as explained:
+                # The user's frames and PyTorch's own error matter here, not gradguard's internals.
+                raise explained.with_traceback(None) from error
             raise
 
-    backward.__name__ = original.__name__
-    backward.__qualname__ = original.__qualname__
-    backward.__doc__ = original.__doc__
-    backward.__wrapped__ = original  # type: ignore[attr-defined]
-    return backward
-
-
-def _explaining_backward(original: Callable[..., Any]) -> Callable[..., Any]:
-    def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return original(tensors, *args, **kwargs)
-        except RuntimeError as error:
-            if not _is_compiling():
-                _explain(error, tensors)
-            raise
-
-    backward.__name__ = original.__name__
-    backward.__qualname__ = original.__qualname__
-    backward.__doc__ = original.__doc__
-    backward.__wrapped__ = original  # type: ignore[attr-defined]
     return backward
 
 

@@ -42,6 +42,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args and args[0] in ("-h", "--help"):
             parser.print_help()
             return 0
+        if args and args[0] == "--version":
+            from gradguard import __version__
+
+            print(f"gradguard {__version__}")
+            return 0
+        if args:
+            parser.print_usage(sys.stderr)
+            print(
+                f"gradguard: error: unknown command {args[0]!r}; choose from "
+                f"{', '.join(SUBCOMMANDS)} (or --help, --version)",
+                file=sys.stderr,
+            )
+            return 2
         parser.print_help(sys.stderr)
         return 2
     namespace = parser.parse_args(args)

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import gradguard
+from gradguard._run import NOT_DEEP_HINT
+
 VENV_BIN = Path(sys.executable).parent
 
 PROBE = """\
@@ -39,6 +42,8 @@ print("finished", flush=True)
 """
 MISTAKE_LINE = 7
 
+
+CLEAN = "gradguard: no findings\n" + NOT_DEEP_HINT
 
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
@@ -83,7 +88,7 @@ def test_script_sees_argv_main_and_path_exactly_as_under_python(tmp_path: Path) 
     expected = json.loads(plain.stdout)
     assert expected["path0"] == str(tmp_path / "sub")
     assert json.loads(watched.stdout) == expected
-    assert watched.stderr.endswith("gradguard: no findings\n")
+    assert watched.stderr.endswith(CLEAN)
 
 
 def test_module_form_runs_like_python_dash_m(tmp_path: Path) -> None:
@@ -129,7 +134,7 @@ def test_exit_status_is_the_scripts_own_and_summary_still_prints(
     assert watched.returncode == status
     if stderr_has is not None:
         assert stderr_has in watched.stderr
-    assert watched.stderr.endswith("gradguard: no findings\n")
+    assert watched.stderr.endswith(CLEAN)
 
 
 def test_uncaught_exception_traceback_starts_in_the_script(tmp_path: Path) -> None:
@@ -203,7 +208,7 @@ def test_strict_stops_at_the_first_finding_with_nonzero_status(tmp_path: Path, h
         result = gradguard_run("train.py", cwd=tmp_path, env={"GRADGUARD_STRICT": "1"})
     assert result.returncode == 1
     assert "finished" not in result.stdout
-    assert "gradguard._findings.GradGuardError: GG006 scope-state-changed" in result.stderr
+    assert "gradguard.GradGuardError: GG006 scope-state-changed" in result.stderr
     assert f'File "{tmp_path / "train.py"}", line {MISTAKE_LINE}, in <module>' in result.stderr
     assert result.stderr.endswith(
         "the scope restores the training flags itself\n"
@@ -276,7 +281,7 @@ def test_deep_sees_a_model_the_default_level_cannot(tmp_path: Path) -> None:
     )
     default = gradguard_run("score.py", cwd=tmp_path)
     assert default.returncode == 0, default.stderr
-    assert default.stderr == "gradguard: no findings\n"
+    assert default.stderr == CLEAN  # and the hint that --deep sees models only ever called
     deep = gradguard_run("--deep", "score.py", cwd=tmp_path)
     assert deep.returncode == 0, deep.stderr
     site = f"{tmp_path / 'score.py'}:5"
@@ -366,7 +371,9 @@ def test_example_with_mistakes_is_found_line_by_line(tmp_path: Path) -> None:
     script = EXAMPLES / "train_with_mistakes.py"
     result = gradguard_run("--json", tmp_path / "out.json", script, cwd=tmp_path)
     assert result.returncode == 1
-    assert "gradguard._findings.GradGuardError: GG003 backward-without-grad" in result.stderr
+    assert "gradguard.GradGuardError: GG003 backward-without-grad" in result.stderr
+    explained = result.stderr.split("The above exception was the direct cause")[1]
+    assert "_findings.py" not in explained  # the error shows the user's frames, not gradguard's
     found = json.loads((tmp_path / "out.json").read_text())["findings"]
     sites = {(f["code"], f["line"]) for f in found}
     assert {f["file"] for f in found} == {str(script)}
@@ -390,5 +397,21 @@ def test_fixed_example_runs_clean(tmp_path: Path) -> None:
     result = gradguard_run("--json", tmp_path / "out.json", script, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "fine-tuning on the validation split" in result.stdout
-    assert result.stderr == "gradguard: no findings\n"
+    assert result.stderr == CLEAN
     assert json.loads((tmp_path / "out.json").read_text()) == {"findings": []}
+
+
+def test_version_and_unknown_command(tmp_path: Path) -> None:
+    """`gradguard --version` prints the version; an unknown command names the valid ones."""
+    version = subprocess.run(
+        [sys.executable, "-m", "gradguard", "--version"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"gradguard {gradguard.__version__}"
+    bogus = subprocess.run(
+        [sys.executable, "-m", "gradguard", "--bogus"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert bogus.returncode == 2
+    assert "unknown command '--bogus'; choose from run, bench" in bogus.stderr

@@ -524,3 +524,18 @@ def test_model_that_refers_to_itself_is_collected_after_a_scope() -> None:
     del net
     gc.collect()
     assert ref() is None
+
+
+def test_list_of_models_gets_a_hint_to_unpack() -> None:
+    """evaluating([model]) says to pass the modules as separate arguments."""
+    with pytest.raises(TypeError, match=r"separate arguments.*evaluating\(\*models\)"):
+        evaluating([Net(), Net()])  # type: ignore[arg-type]
+
+
+def test_bare_decorator_gets_a_hint() -> None:
+    """@evaluating without models on a function says what to write instead."""
+    with pytest.raises(TypeError, match=r"@evaluating\(model\).*inference_fn"):
+
+        @evaluating  # type: ignore[arg-type]
+        def predict() -> None:
+            pass
