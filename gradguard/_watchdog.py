@@ -533,6 +533,14 @@ def _forgetting(original: Callable[..., Any]) -> Callable[..., Any]:
     return forgetting
 
 
+def where_grad_disabled() -> str:
+    """Where this thread's gradients were switched off by a bare call, or "" when not known."""
+    site = getattr(_local, "disabled_at", None)
+    if site is None or torch.is_grad_enabled():
+        return ""
+    return f"by torch.set_grad_enabled(False) at {site[0]}:{site[1]}"
+
+
 def _where_grad_disabled() -> str:
     if torch.is_inference_mode_enabled():
         return "inside a torch.inference_mode() block"

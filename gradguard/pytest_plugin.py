@@ -116,7 +116,7 @@ def _restore_and_describe(before: _State) -> list[str]:
     """Put back what changed since ``before``; say what it was."""
     import torch
 
-    from gradguard import _state
+    from gradguard import _state, _watchdog
 
     problems: list[str] = []
     if torch.is_inference_mode_enabled() and not before.inference:
@@ -129,12 +129,13 @@ def _restore_and_describe(before: _State) -> list[str]:
         )
     grad = torch.is_grad_enabled()
     if grad is not before.grad:
+        # While watching, a bare set_grad_enabled(False) is remembered with its line: read it
+        # before restoring, which forgets it.
+        where = _watchdog.where_grad_disabled() if _watchdog.is_watching() else ""
         torch.set_grad_enabled(before.grad)
         if not grad:
-            problems.append(
-                "left gradients disabled (torch.set_grad_enabled(False) or a no_grad entered and "
-                "never exited); they were enabled again"
-            )
+            cause = where or "torch.set_grad_enabled(False) or a no_grad entered and never exited"
+            problems.append(f"left gradients disabled ({cause}); they were enabled again")
         elif not before.inference:
             problems.append(
                 "left gradients enabled where they were disabled; they were disabled again"

@@ -216,7 +216,9 @@ def test_test_leaving_gradients_disabled_fails_by_name_and_is_restored(
     result.stdout.fnmatch_lines(
         [
             "*gradguard: test_test_leaving_gradients_disabled_fails_by_name_and_is_restored.py"
-            "::test_validation_forgets_to_reenable left gradients disabled*enabled again",
+            "::test_validation_forgets_to_reenable left gradients disabled (by "
+            "torch.set_grad_enabled(False) at *test_test_leaving_gradients_disabled_fails_by_name"
+            "_and_is_restored.py:4)*enabled again",
         ]
     )
 
