@@ -375,8 +375,6 @@ def _main(namespace: argparse.Namespace) -> int:
     device = torch.device(namespace.device)
     repeats = namespace.repeats or (QUICK_REPEATS if namespace.quick else REPEATS)
     warmup = namespace.warmup if namespace.warmup is not None else (1 if namespace.quick else 3)
-    # Kineto's own log lines would interleave with the progress lines on stderr.
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
     results: list[tuple[Job, Measurement]] = []
     load_before = _load_average()

@@ -350,6 +350,9 @@ def _cpu_peak(run: Callable[[], object]) -> int:
     """Peak bytes above the start, from the profiler's CPU allocation and free events."""
     from torch.profiler import ProfilerActivity, profile
 
+    # Kineto logs every profiler start and stop to stderr unless told otherwise; it reads this
+    # when it first starts, and a value the user set is kept.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = run()
     del out
