@@ -30,6 +30,10 @@ _Tensor = torch.Tensor
 _tree_of = _state.tree_of
 
 
+# Markers of the grad mode a mode="grad" call was entered with.
+_GRAD_ON = object()
+_GRAD_OFF = object()
+
 Entry = tuple[Any, Any, bool]  # (hold or None, grad mode or context to restore, hooks pushed)
 
 
@@ -117,8 +121,9 @@ def _scope_functions(
                 grad = context
             else:
                 # mode="grad" asks for graphs in eval mode: the watchdog's GG001 stays silent.
+                # The grad mode is left alone, and remembered to check that the body did too.
                 _findings.push_allowed(wanted)
-                return (hold, wanted, False)
+                return (hold, _GRAD_ON if is_grad_enabled() else _GRAD_OFF, False)
             local.reported = False
             try:
                 push()
@@ -136,8 +141,11 @@ def _scope_functions(
         try:
             if pushed:
                 pop(None, None, None)
-            if grad is wanted:
+            if grad is _GRAD_ON or grad is _GRAD_OFF:
                 _findings.pop_allowed(wanted)
+                grad_changed = grad_mode_changed(mode, grad is _GRAD_ON)
+                if grad_changed:
+                    set_grad_enabled(grad is _GRAD_ON)
             elif grad is not None:
                 if no_grad:
                     if is_grad_enabled():

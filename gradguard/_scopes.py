@@ -172,10 +172,11 @@ _GRAPH_WANTED = ("graph-in-inference",)
 
 
 class _EvalToken:
-    __slots__ = ("grad_ctx", "graph", "graph_wanted", "hold", "optimizers")
+    __slots__ = ("grad_before", "grad_ctx", "graph", "graph_wanted", "hold", "optimizers")
 
     def __init__(self) -> None:
         self.graph_wanted = False
+        self.grad_before = True
         self.hold: _state.Hold | None = None
         self.grad_ctx: Any = None
         self.graph: _GraphWatch | None = None
@@ -288,6 +289,7 @@ class evaluating(_Scope):
                 # mode="grad" asks for graphs in eval mode: the watchdog's GG001 stays silent.
                 _findings.push_allowed(_GRAPH_WANTED)
                 token.graph_wanted = True
+                token.grad_before = torch.is_grad_enabled()
         except BaseException:
             self._exit(token, True)
             raise
@@ -297,6 +299,10 @@ class evaluating(_Scope):
         grad_changed = ""
         if token.graph_wanted:
             _findings.pop_allowed(_GRAPH_WANTED)
+            # mode="grad" leaves the grad mode alone, and so must the code inside it.
+            grad_changed = grad_mode_changed("grad", token.grad_before)
+            if grad_changed:
+                torch.set_grad_enabled(token.grad_before)
         try:
             if token.graph is not None:
                 token.graph.stop()
@@ -315,12 +321,17 @@ class evaluating(_Scope):
             report_eval_changes(self._label, self.mode, changed, grad_changed, failing)
 
 
-def grad_mode_changed(mode: str) -> str:
-    """What code inside an open scope of ``mode`` did to its grad mode; "" when nothing."""
+def grad_mode_changed(mode: str, grad_before: bool = True) -> str:
+    """What code inside an open scope of ``mode`` did to its grad mode; "" when nothing.
+
+    ``grad_before`` is the grad mode when a ``mode="grad"`` scope was entered (it keeps it).
+    """
     if mode == "no_grad" and torch.is_grad_enabled():
         return "gradients were re-enabled"
     if mode == "inference" and not torch.is_inference_mode_enabled():
         return "inference mode was switched off"
+    if mode == "grad" and torch.is_grad_enabled() is not grad_before:
+        return "gradients were disabled" if grad_before else "gradients were enabled"
     return ""
 
 
@@ -344,7 +355,9 @@ def report_eval_changes(
             failing,
             f"{grad_changed} inside {label} (mode={mode!r}) and not turned back; "
             "the grad mode from before the scope was restored at exit",
-            "use a nested `with torch.enable_grad():` block instead of "
+            "use a nested `with torch.no_grad():` block instead of torch.set_grad_enabled(False)"
+            if grad_changed == "gradients were disabled"
+            else "use a nested `with torch.enable_grad():` block instead of "
             "torch.set_grad_enabled(True), or use mode='grad'",
         )
 

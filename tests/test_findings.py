@@ -278,3 +278,28 @@ def test_plain_import_does_not_import_torch() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_grad_disabled_inside_grad_mode_scope_is_reported_and_restored() -> None:
+    """mode='grad' keeps the grad mode; a set_grad_enabled(False) left inside is put right."""
+    net = Net()
+    with (
+        pytest.warns(ScopeStateChangedWarning, match="gradients were disabled") as record,
+        evaluating(net, mode="grad"),
+    ):
+        torch.set_grad_enabled(False)
+    assert torch.is_grad_enabled()
+    assert "torch.no_grad()" in str(record[0].message)
+
+
+def test_grad_disabled_inside_grad_mode_inference_fn_is_reported_and_restored() -> None:
+    """inference_fn(mode='grad') also puts back a grad mode its body switched off."""
+    net = Net()
+
+    @gradguard.inference_fn(mode="grad")
+    def saliency(model: torch.nn.Module, x: torch.Tensor) -> None:
+        torch.set_grad_enabled(False)
+
+    with pytest.warns(ScopeStateChangedWarning, match="gradients were disabled"):
+        saliency(net, torch.randn(2, 8))
+    assert torch.is_grad_enabled()
