@@ -161,6 +161,44 @@ def _named(coroutine: Any, fn: Any) -> Any:
     return coroutine
 
 
+#: Given a call's (instance, args, kwargs), the scope factory for that call's steps.
+CallScopes = Callable[[Any, tuple[Any, ...], dict[str, Any]], ScopeFactory]
+
+
+def wrap_stepwise(fn: Any, kind: str, scopes_for: CallScopes, check: StepCheck | None) -> Any:
+    """Wrap a generator, coroutine or async generator function: a fresh scope around each step.
+
+    ``scopes_for`` is asked once per call for the factory of that call's scopes, so a scope may
+    depend on the call's arguments (``inference_fn`` holds the models it was given).
+    """
+    if kind == "generator":
+
+        def call_generator(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            new_scope = scopes_for(instance, args, kwargs)
+            return scoped_generator(wrapped(*args, **kwargs), new_scope, check)
+
+        return wrapt.FunctionWrapper(fn, call_generator)
+
+    if kind == "coroutine":
+
+        def call_coroutine(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            new_scope = scopes_for(instance, args, kwargs)
+            return _named(scoped_coroutine(wrapped(*args, **kwargs), new_scope, check), wrapped)
+
+        return wrapt.FunctionWrapper(fn, call_coroutine)
+
+    if kind == "async_generator":
+
+        def call_async_generator(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            new_scope = scopes_for(instance, args, kwargs)
+            steps = scoped_async_generator(wrapped(*args, **kwargs), new_scope, check)
+            return _named(steps, wrapped)
+
+        return wrapt.FunctionWrapper(fn, call_async_generator)
+
+    raise ValueError(f"wrap_stepwise() wraps generators and async functions, not a {kind}")
+
+
 def scoped(fn: F, new_scope: ScopeFactory, what: str) -> F:
     """Wrap ``fn`` so that each call (each step, for generators and async) runs in ``new_scope()``.
 
@@ -173,27 +211,8 @@ def scoped(fn: F, new_scope: ScopeFactory, what: str) -> F:
     if not callable(fn) and not isinstance(fn, (classmethod, staticmethod)):
         raise TypeError(f"{what} decorates functions and methods, not {fn!r}")
     kind = kind_of(fn)
-
-    if kind == "generator":
-
-        def call_generator(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
-            return scoped_generator(wrapped(*args, **kwargs), new_scope)
-
-        return cast(F, wrapt.FunctionWrapper(fn, call_generator))
-
-    if kind == "coroutine":
-
-        def call_coroutine(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
-            return _named(scoped_coroutine(wrapped(*args, **kwargs), new_scope), wrapped)
-
-        return cast(F, wrapt.FunctionWrapper(fn, call_coroutine))
-
-    if kind == "async_generator":
-
-        def call_async_generator(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
-            return _named(scoped_async_generator(wrapped(*args, **kwargs), new_scope), wrapped)
-
-        return cast(F, wrapt.FunctionWrapper(fn, call_async_generator))
+    if kind != "function":
+        return cast(F, wrap_stepwise(fn, kind, lambda _i, _a, _k: new_scope, None))
 
     def call(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
         with new_scope():

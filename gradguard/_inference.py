@@ -258,41 +258,13 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
     step_check = check_step if checks_results else None
     kind = _decorators.kind_of(fn)
 
-    if kind == "generator":
+    if kind != "function":
 
-        def call_generator(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        def scopes_for(instance: Any, args: Any, kwargs: Any) -> Callable[[], _Step]:
             roots = roots_of(instance, args, kwargs)
-            return _decorators.scoped_generator(
-                wrapped(*args, **kwargs), lambda: _Step(enter, leave, roots), step_check
-            )
+            return lambda: _Step(enter, leave, roots)
 
-        return wrapt.FunctionWrapper(fn, call_generator)
-
-    if kind == "coroutine":
-
-        def call_coroutine(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            roots = roots_of(instance, args, kwargs)
-            return _decorators._named(
-                _decorators.scoped_coroutine(
-                    wrapped(*args, **kwargs), lambda: _Step(enter, leave, roots), step_check
-                ),
-                wrapped,
-            )
-
-        return wrapt.FunctionWrapper(fn, call_coroutine)
-
-    if kind == "async_generator":
-
-        def call_async_generator(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            roots = roots_of(instance, args, kwargs)
-            return _decorators._named(
-                _decorators.scoped_async_generator(
-                    wrapped(*args, **kwargs), lambda: _Step(enter, leave, roots), step_check
-                ),
-                wrapped,
-            )
-
-        return wrapt.FunctionWrapper(fn, call_async_generator)
+        return _decorators.wrap_stepwise(fn, kind, scopes_for, step_check)
 
     def run(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         roots = roots_of(instance, args, kwargs)
