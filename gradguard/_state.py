@@ -53,7 +53,9 @@ def _drop_cache_before_full_collection(phase: str, info: dict[str, Any]) -> None
     # (a Lightning module through its trainer, say) would then never be collected: drop the cache
     # when a full collection starts. Those are rare, and a tree is cheap to build again.
     if phase == "start" and info.get("generation") == 2:
-        _trees.clear()
+        trees = globals().get("_trees")  # gone when a collection runs late at interpreter exit
+        if trees:
+            trees.clear()
 
 
 def _install_registration_hook() -> None:
