@@ -74,16 +74,19 @@ class InternalCheckWarning(GradGuardWarning):
     check = "internal-error"
 
 
+WARNING_CLASSES: dict[str, type[GradGuardWarning]] = {
+    cls.check: cls
+    for cls in (
+        GraphInInferenceWarning,
+        TrainModeWithoutGradWarning,
+        EvalModeTrainingWarning,
+        StepWithoutGradientsWarning,
+        ScopeStateChangedWarning,
+        InternalCheckWarning,
+    )
+}
 # Shown as gradguard.X in tracebacks and reprs: the public name, not the private module.
-for _public in (
-    GradGuardWarning,
-    GraphInInferenceWarning,
-    TrainModeWithoutGradWarning,
-    EvalModeTrainingWarning,
-    StepWithoutGradientsWarning,
-    ScopeStateChangedWarning,
-    InternalCheckWarning,
-):
+for _public in (GradGuardWarning, *WARNING_CLASSES.values()):
     _public.__module__ = "gradguard"
 
 #: check name -> code, in code order. GG003 has no warning class: it is always an error.
@@ -97,17 +100,6 @@ CHECKS: dict[str, str] = {
 }
 _CODES_TO_CHECKS = {code: check for check, code in CHECKS.items()}
 
-WARNING_CLASSES: dict[str, type[GradGuardWarning]] = {
-    cls.check: cls
-    for cls in (
-        GraphInInferenceWarning,
-        TrainModeWithoutGradWarning,
-        EvalModeTrainingWarning,
-        StepWithoutGradientsWarning,
-        ScopeStateChangedWarning,
-        InternalCheckWarning,
-    )
-}
 _ALWAYS_ERRORS = frozenset({"backward-without-grad"})
 
 
