@@ -92,4 +92,4 @@ __all__ = [
 
 if os.environ.get("GRADGUARD_WATCH", "").strip():
     # Asked for explicitly: install the watchdog now (an invalid value is a ValueError here).
-    importlib.import_module("gradguard._watchdog")._watch_from_environment()
+    importlib.import_module("gradguard._watchdog").watch_from_environment()

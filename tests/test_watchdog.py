@@ -18,6 +18,7 @@ from torch.optim import optimizer as optimizer_module
 
 import gradguard
 from gradguard import _findings, _state, _watchdog
+from gradguard._watchdog import _graphs, _reach, _train_mode
 
 HERE = os.path.abspath(__file__)
 
@@ -152,7 +153,7 @@ def test_environment_variable_installs_at_import(value: str, deep: bool) -> None
     code = (
         "import gradguard, torch\n"
         "from gradguard import _watchdog\n"
-        "print(_watchdog.is_watching(), _watchdog._deep)\n"
+        "print(_watchdog.is_watching(), _watchdog._common.status.deep)\n"
     )
     env = {**os.environ, "GRADGUARD_WATCH": value}
     done = subprocess.run(
@@ -183,7 +184,7 @@ def test_environment_variable_off_values_install_nothing(monkeypatch: pytest.Mon
     """GRADGUARD_WATCH=0 / off / empty installs nothing."""
     for value in ("0", "off", ""):
         monkeypatch.setenv("GRADGUARD_WATCH", value)
-        assert _watchdog._watch_from_environment() is None
+        assert _watchdog.watch_from_environment() is None
         assert not _watchdog.is_watching()
 
 
@@ -267,8 +268,8 @@ def test_thousand_watch_unwatch_cycles_leave_nothing() -> None:
     assert _global_hook_counts() == hooks
     assert not model._forward_pre_hooks and not model._forward_hooks
     assert all(ref() is None for ref in refs)
-    assert _watchdog._models == {} and _watchdog._param_owner == {}
-    assert len(_watchdog._graphs) == 0 and _watchdog._pending == []
+    assert _reach.models == {} and _reach.param_owner == {}
+    assert len(_graphs.graphs) == 0 and _graphs.pending == []
 
 
 def test_models_stay_garbage_collectable(watched: gradguard.WatchHandle) -> None:
@@ -734,7 +735,7 @@ def test_internal_error_fails_open(
     def broken(module: nn.Module) -> bool:
         raise KeyError("boom")
 
-    monkeypatch.setattr(_watchdog, "_mode_dependent", broken)
+    monkeypatch.setattr(_train_mode, "mode_dependent", broken)
     model = Net()
     model.train()
     with pytest.warns(gradguard.InternalCheckWarning, match="KeyError") as caught, torch.no_grad():

@@ -1,0 +1,61 @@
+"""GG003: backward fails because gradients were disabled."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from gradguard import _findings
+from gradguard._watchdog._common import is_compiling, report
+from gradguard._watchdog._grad_switch import describe_grad_disabled
+
+_NO_GRAD_ERROR = "does not require grad"
+
+
+@_findings.fail_open("backward-without-grad")
+def _explain(error: RuntimeError, tensors: Any) -> None:
+    """Raise GG003 chained to ``error`` when gradients being off explains it; else return."""
+    if isinstance(error, _findings.GradGuardError) or _NO_GRAD_ERROR not in str(error):
+        return
+    first = tensors[0] if isinstance(tensors, (tuple, list)) and tensors else tensors
+    inference = isinstance(first, torch.Tensor) and first.is_inference()
+    if torch.is_grad_enabled() and not inference:
+        return
+    if inference:
+        where = "under torch.inference_mode(), so it can never have a graph"
+    else:
+        where = "while gradients are disabled " + describe_grad_disabled()
+    try:
+        report(
+            "backward-without-grad",
+            f"backward() failed because the loss was computed {where}; PyTorch only says "
+            f"{str(error).splitlines()[0]!r}",
+            "compute the loss with gradients enabled: run the training step outside the "
+            "torch.no_grad()/inference_mode() block, or turn gradients back on with "
+            "torch.set_grad_enabled(True) after the evaluation that disabled them",
+        )
+    except _findings.GradGuardError as explained:
+        raise explained from error
+
+
+def explaining(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``Tensor.backward`` or ``torch.autograd.backward``: only the error path does work."""
+
+    @functools.wraps(original)
+    def backward(target: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(target, *args, **kwargs)
+        except RuntimeError as error:
+            if is_compiling():
+                raise
+            try:
+                _explain(error, target)
+            except _findings.GradGuardError as explained:
+                # The user's frames and PyTorch's own error matter here, not gradguard's internals.
+                raise explained.with_traceback(None) from error
+            raise
+
+    return backward

@@ -1,0 +1,66 @@
+"""What every part of the watchdog shares: its lock, its per-thread state, its status, reporting."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+import torch
+
+from gradguard import _findings
+
+if TYPE_CHECKING:
+    from gradguard._watchdog._install import WatchHandle
+
+lock = threading.RLock()
+local = threading.local()
+
+is_compiling = torch.compiler.is_compiling
+
+
+class Status:
+    """Counters and switches read on hot paths; one instance, mutated in place."""
+
+    __slots__ = ("deep", "installation", "installed", "models_version", "structure")
+
+    def __init__(self) -> None:
+        self.installed = False
+        self.deep = False
+        # Bumped by every install, so per-thread state of an earlier installation is dropped.
+        self.installation = 0
+        # Bumped whenever a model is noted or forgotten.
+        self.models_version = 0
+        # Bumped whenever a parameter or submodule is registered anywhere: caches check it.
+        self.structure = 0
+
+
+status = Status()
+
+# Open handles, oldest first.
+handles: list[WatchHandle] = []
+
+
+def strict() -> bool | None:
+    """The ``strict`` of the most recently opened handle that sets it (None: the environment)."""
+    for handle in reversed(handles):
+        if handle.strict is not None:
+            return handle.strict
+    return None
+
+
+def report(check: str, message: str, fix: str, site: tuple[str, int] | None = None) -> None:
+    """Report a watchdog finding at ``site`` (default: the user's line above the caller)."""
+    if site is None:
+        site = _findings.user_site(sys._getframe(1))
+    _findings.report(check, message, fix, site=site, strict=strict())
+
+
+def model_name(module: torch.nn.Module) -> str:
+    """The class name, with the wrapped model's for DDP/DataParallel/torch.compile wrappers."""
+    inner = getattr(module, "module", None)
+    if not isinstance(inner, torch.nn.Module):
+        inner = getattr(module, "_orig_mod", None)
+    if isinstance(inner, torch.nn.Module):
+        return f"{type(module).__name__}({type(inner).__name__})"
+    return type(module).__name__

@@ -1,0 +1,269 @@
+"""Installing and removing the watchdog: handles, patches, global hooks, ``GRADGUARD_WATCH``."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.utils.hooks import RemovableHandle
+
+from gradguard import _config, _findings, _state
+from gradguard._watchdog import _graphs, _reach
+from gradguard._watchdog._backward import explaining
+from gradguard._watchdog._common import handles, local, lock, status, strict
+from gradguard._watchdog._grad_switch import forgetting, remembering_init
+from gradguard._watchdog._optimizer import optimizer_cache, optimizer_step_pre_hook
+from gradguard._watchdog._train_mode import mode_dependent_cache
+
+# (owner, attribute name, original value) of every patch, in the order applied.
+_patches: list[tuple[Any, str, Any]] = []
+_global_hooks: list[RemovableHandle] = []
+_deep_hooks: list[RemovableHandle] = []
+
+
+class WatchHandle:
+    """An installation of the watchdog; :meth:`close` (or leaving its ``with`` block) removes it.
+
+    The watchdog stays installed while any handle is open; :func:`unwatch` closes them all.
+
+    Attributes:
+        strict: the ``strict`` this handle was opened with (``None``: the environment decides).
+        deep: whether this handle asked for global module hooks.
+    """
+
+    def __init__(self, strict: bool | None, deep: bool) -> None:
+        self.strict = strict
+        self.deep = deep
+        self.closed = False
+
+    def close(self) -> None:
+        """Remove this installation; the last open handle uninstalls the watchdog. Idempotent.
+
+        Raises:
+            GradGuardError: strict, and the last handle found a graph still alive and unused.
+        """
+        with lock:
+            if self.closed:
+                return
+            strict_now = strict()
+            self.closed = True
+            if self in handles:
+                handles.remove(self)
+            if not handles:
+                _uninstall(strict_now)
+            elif self.deep and not any(h.deep for h in handles):
+                _remove_deep()
+
+    def __enter__(self) -> WatchHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # The exception already propagating is the one that matters: never replace it.
+        with contextlib.suppress(_findings.GradGuardError):
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<gradguard.WatchHandle {state} strict={self.strict!r} deep={self.deep!r}>"
+
+
+def watch(*, strict: bool | None = None, deep: bool = False) -> WatchHandle:
+    """Install the watchdog process-wide and return a handle that removes it.
+
+    From now on, the models your program touches (``train()``, ``eval()``, ``to()``, ``cuda()``,
+    ``cpu()``, ``load_state_dict()``, an optimizer step, a gradguard scope) are watched for the
+    classic mistakes GG001-GG005; each finding warns once per code location at your line, is
+    recorded for :func:`gradguard.findings`, and is raised as :class:`gradguard.GradGuardError`
+    when strict. Installing again is harmless: the watchdog stays installed until every handle is
+    closed or :func:`unwatch` is called, which restores every patched method and removes every hook.
+
+    Thread locality: process-wide (every thread is watched); ``allow()`` silences checks per thread.
+
+    Args:
+        strict: ``True`` raises every watchdog finding as a ``GradGuardError`` where it is
+            detected, ``False`` only warns, ``None`` follows ``GRADGUARD_STRICT`` /
+            :func:`gradguard.configure`. The most recently opened handle that sets it wins.
+        deep: also install global module forward hooks so that every model is seen, even one
+            never touched by the calls above. This takes every module call in the process off
+            PyTorch's fast path; see the benchmark figures in the README.
+
+    Raises:
+        TypeError: ``strict`` is not a bool or None, or ``deep`` is not a bool.
+
+    Example:
+        >>> import torch, gradguard
+        >>> with gradguard.watch():
+        ...     model = torch.nn.Linear(2, 2).eval()
+        ...     with torch.no_grad():
+        ...         out = model(torch.randn(1, 2))
+    """
+    if strict is not None and not isinstance(strict, bool):
+        raise TypeError(f"watch(strict=...) takes True, False or None, not {strict!r}")
+    if not isinstance(deep, bool):
+        raise TypeError(f"watch(deep=...) takes True or False, not {deep!r}")
+    with lock:
+        handle = WatchHandle(strict, deep)
+        if not status.installed:
+            _install()
+        handles.append(handle)
+        if deep and not status.deep:
+            _install_deep()
+    return handle
+
+
+def unwatch() -> None:
+    """Remove the watchdog: close every handle, restore every patch, remove every hook.
+
+    Graphs built during inference that are still alive and were never used by backward are
+    reported now (GG001). Harmless when the watchdog is not installed.
+
+    Example:
+        >>> import gradguard
+        >>> gradguard.unwatch()
+    """
+    with lock:
+        open_handles = list(handles)
+        if not open_handles and not status.installed:
+            return
+        strict_now = strict()
+        for handle in open_handles:
+            handle.closed = True
+        handles.clear()
+        _uninstall(strict_now)
+
+
+def is_watching() -> bool:
+    """Whether the watchdog is installed now (by :func:`watch` or ``GRADGUARD_WATCH``).
+
+    Example:
+        >>> from gradguard import _watchdog
+        >>> _watchdog.is_watching()
+        False
+    """
+    return status.installed
+
+
+def flush() -> None:
+    """Report now the graphs found freed unused since the last watched forward (GG001).
+
+    A graph dies in a finalizer, where nothing may warn or raise, so its finding waits for the
+    next watched forward, optimizer step, ``train()``/``eval()`` call or :func:`unwatch`. Tools
+    that attribute findings to a unit of work (a test) call ``gc.collect()`` then this.
+
+    Raises:
+        GradGuardError: strict, and such a graph was found.
+    """
+    if _graphs.pending:
+        _graphs.flush_pending()
+
+
+_set_grad_enabled_class = torch.autograd.grad_mode.set_grad_enabled
+
+
+def _patch(owner: Any, name: str, value: Any) -> None:
+    original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+    _patches.append((owner, name, original))
+    setattr(owner, name, value)
+
+
+def _install() -> None:
+    status.installation += 1
+    originals = {
+        name: nn.Module.__dict__[name]
+        for name in ("train", "eval", "to", "cuda", "cpu", "load_state_dict")
+    }
+    try:
+        for name, original in originals.items():
+            _patch(nn.Module, name, _reach.noting(original))
+        _patch(torch.Tensor, "backward", explaining(torch.Tensor.backward))
+        _patch(torch.autograd, "backward", explaining(torch.autograd.backward))
+        # Methods of the class, not the class itself: torch.compile recognises
+        # torch.set_grad_enabled by identity, and traces it without calling __init__.
+        switch = _set_grad_enabled_class
+        _patch(switch, "__init__", remembering_init(switch.__dict__["__init__"]))
+        _patch(switch, "__exit__", forgetting(switch.__dict__["__exit__"]))
+        _patch(switch, "__call__", forgetting(switch.__dict__["__call__"]))
+        module_hooks = nn.modules.module
+        _global_hooks.append(register_optimizer_step_pre_hook(optimizer_step_pre_hook))
+        _global_hooks.append(
+            module_hooks.register_module_parameter_registration_hook(_reach.on_parameter_registered)
+        )
+        _global_hooks.append(
+            module_hooks.register_module_module_registration_hook(_reach.on_module_registered)
+        )
+        _state.tree_listener = _reach.on_new_tree
+        status.installed = True
+        for root in _state.known_roots():
+            _reach.note(root)
+    except BaseException:
+        _uninstall()
+        raise
+
+
+def _uninstall(strict: bool | None = None) -> None:
+    _remove_deep()
+    _state.tree_listener = None
+    while _patches:
+        owner, name, original = _patches.pop()
+        setattr(owner, name, original)
+    while _global_hooks:
+        _global_hooks.pop().remove()
+    _reach.forget_all()
+    local.__dict__.clear()
+    status.installed = False
+    optimizer_cache.clear()
+    mode_dependent_cache.clear()
+    _graphs.report_unused_graphs(strict)
+
+
+def _install_deep() -> None:
+    _deep_hooks.append(nn.modules.module.register_module_forward_pre_hook(_reach.deep_pre_hook))
+    status.deep = True
+
+
+def _remove_deep() -> None:
+    while _deep_hooks:
+        _deep_hooks.pop().remove()
+    status.deep = False
+    _reach.reset_covered()
+
+
+WATCH_ON = _config.TRUE_VALUES
+WATCH_DEEP = ("deep",)
+
+
+def watch_from_environment() -> WatchHandle | None:
+    """Install the watchdog at import when ``GRADGUARD_WATCH`` asks for it.
+
+    Raises:
+        ValueError: ``GRADGUARD_WATCH`` holds something other than ``1/true/yes/on``, ``deep``
+            or ``0/false/no/off/empty`` (any case).
+    """
+    raw = os.environ.get("GRADGUARD_WATCH", "")
+    value = raw.strip().lower()
+    if value in _config.FALSE_VALUES:
+        return None
+    if value not in WATCH_ON and value not in WATCH_DEEP:
+        raise ValueError(
+            f"GRADGUARD_WATCH={raw!r} is not a valid value: use one of "
+            f"{', '.join(WATCH_ON)} to watch, 'deep' to watch with global module hooks, or one "
+            f"of {', '.join(v for v in _config.FALSE_VALUES if v)} (or leave it empty) to not "
+            "watch; any case is accepted"
+        )
+    handle = watch(deep=value in WATCH_DEEP)
+    atexit.register(unwatch)
+    return handle

@@ -1,0 +1,280 @@
+"""Which models the watchdog sees, and the per-root forward hooks that check them.
+
+At the default level no global forward hook is installed: a model is noted when the program
+touches it (``train()``, ``eval()``, ``to()``, ... through :func:`noting`; an optimizer step; a
+gradguard scope), and each noted model gets one pre-hook and one forward hook on its root only.
+Parameter and submodule owners are learnt from PyTorch's registration hooks, which run while
+models are built, never on forward. ``deep=True`` adds :func:`deep_pre_hook` for every module call.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from gradguard import _findings
+from gradguard._watchdog import _graphs
+from gradguard._watchdog._common import is_compiling, local, lock, status
+from gradguard._watchdog._train_mode import check_train_without_grad
+
+
+class _Model:
+    """A model the watchdog has seen: a weak reference and its two per-instance hooks."""
+
+    __slots__ = ("__weakref__", "hooks", "ref")
+
+    def __init__(self, ref: weakref.ref[nn.Module]) -> None:
+        self.ref = ref
+        self.hooks: list[RemovableHandle] = []
+
+
+models: dict[int, _Model] = {}
+
+# Parameter -> the module it was registered on; module -> the module it was registered in.
+# (Keyed by id: a WeakKeyDictionary would compare tensors with ==, which is elementwise.)
+param_owner: dict[int, tuple[weakref.ref[torch.Tensor], weakref.ref[nn.Module]]] = {}
+module_parent: weakref.WeakKeyDictionary[nn.Module, weakref.ref[nn.Module]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def known_models() -> list[nn.Module]:
+    """The live models the watchdog has seen, in the order first seen (roots, not submodules).
+
+    Empty when the watchdog is not installed; a model that was garbage-collected is gone.
+
+    Example:
+        >>> import torch, gradguard
+        >>> from gradguard import _watchdog
+        >>> with gradguard.watch():
+        ...     model = torch.nn.Linear(2, 2).eval()
+        ...     assert _watchdog.known_models() == [model]
+    """
+    with lock:
+        records = list(models.values())
+    found = []
+    for record in records:
+        model = record.ref()
+        if model is not None:
+            found.append(model)
+    return found
+
+
+def forget_all() -> None:
+    """Remove every model's hooks and forget every model and owner (at removal)."""
+    records = list(models.values())
+    models.clear()
+    for record in records:
+        for hook in record.hooks:
+            hook.remove()
+    param_owner.clear()
+    module_parent.clear()
+    reset_covered()
+
+
+def _forget_model(key: int, ref: weakref.ref[nn.Module]) -> None:
+    record = models.get(key)
+    if record is not None and record.ref is ref:
+        del models[key]
+        status.models_version += 1
+
+
+def note(module: nn.Module) -> None:
+    """Start watching ``module`` (as a root: hooks on it, not on its submodules)."""
+    if id(module) in models or not status.installed:
+        return
+    with lock:
+        if id(module) in models or not status.installed:
+            return
+        key = id(module)
+        record = _Model(weakref.ref(module, functools.partial(_forget_model, key)))
+        record.hooks.append(module.register_forward_pre_hook(root_pre_hook))
+        # Always called, so that the per-thread depth stays right when a forward raises.
+        record.hooks.append(module.register_forward_hook(root_post_hook, always_call=True))
+        models[key] = record
+        status.models_version += 1
+
+
+note_safely = _findings.fail_open("model discovery")(note)
+
+
+def noting(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap an nn.Module method so that its outermost call notes the module it was called on."""
+
+    def noting(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if getattr(local, "inside", False):
+            return original(self, *args, **kwargs)
+        local.inside = True
+        try:
+            result = original(self, *args, **kwargs)
+        finally:
+            local.inside = False
+        if _graphs.pending:
+            _graphs.flush_pending()
+        if id(self) not in models:
+            note_safely(self)
+        return result
+
+    noting.__name__ = original.__name__
+    noting.__qualname__ = original.__qualname__
+    noting.__doc__ = original.__doc__
+    noting.__wrapped__ = original  # type: ignore[attr-defined]
+    noting._gradguard_wraps = original  # type: ignore[attr-defined]
+    return noting
+
+
+def _forget_parameter(key: int, ref: weakref.ref[torch.Tensor]) -> None:
+    entry = param_owner.get(key)
+    if entry is not None and entry[0] is ref:
+        del param_owner[key]
+
+
+def on_parameter_registered(module: nn.Module, _name: str, param: Any) -> None:
+    """Global registration hook: remember which module a parameter belongs to."""
+    status.structure += 1
+    if param is not None:
+        key = id(param)
+        ref = weakref.ref(param, functools.partial(_forget_parameter, key))
+        param_owner[key] = (ref, weakref.ref(module))
+
+
+def on_module_registered(module: nn.Module, _name: str, child: Any) -> None:
+    """Global registration hook: remember which module a submodule belongs to."""
+    status.structure += 1
+    if child is not None:
+        module_parent[child] = weakref.ref(module)
+
+
+def on_new_tree(roots: Sequence[nn.Module]) -> None:
+    """The state engine's listener: every root a gradguard scope holds is watched."""
+    for root in roots:
+        note_safely(root)
+
+
+def root_of_parameter(param: torch.Tensor) -> nn.Module | None:
+    """The outermost module ``param`` is registered in, or None when not known."""
+    entry = param_owner.get(id(param))
+    module = entry[1]() if entry is not None and entry[0]() is param else None
+    if module is None or not any(p is param for p in module._parameters.values()):
+        return None
+    seen = {id(module)}
+    while True:
+        parent_ref = module_parent.get(module)
+        parent = parent_ref() if parent_ref is not None else None
+        if parent is None or id(parent) in seen:
+            return module
+        if not any(child is module for child in parent._modules.values()):
+            return module
+        seen.add(id(parent))
+        module = parent
+
+
+# --------------------------------------------------------------------------------------------
+# Deep mode
+# --------------------------------------------------------------------------------------------
+
+# Ids of every module inside a watched model, rebuilt when models or structure change:
+# [models version, structure generation, ids]; replaced whole, so other threads never see it half.
+_covered: list[Any] = [-1, -1, frozenset()]
+
+
+def reset_covered() -> None:
+    """Forget the deep mode's cache of covered modules."""
+    global _covered
+    _covered = [-1, -1, frozenset()]
+
+
+def deep_pre_hook(module: nn.Module, args: Any) -> None:
+    """Global forward pre-hook of ``deep=True``: note every outermost module call."""
+    if is_compiling():
+        return
+    covered = _covered
+    if covered[0] != status.models_version or covered[1] != status.structure:
+        covered = _rebuild_covered()
+    if id(module) in covered[2]:
+        return
+    note_safely(module)
+    _rebuild_covered()
+    if id(module) in models:
+        # This call's instance pre-hooks were collected before the model was noted.
+        root_pre_hook(module, args)
+
+
+def _rebuild_covered() -> list[Any]:
+    global _covered
+    ids: set[int] = set()
+    for model in known_models():
+        ids.update(map(id, model.modules()))
+    _covered = [status.models_version, status.structure, frozenset(ids)]
+    return _covered
+
+
+# --------------------------------------------------------------------------------------------
+# The per-root forward hooks
+# --------------------------------------------------------------------------------------------
+
+
+class _Calls(threading.local):
+    """Per thread: how deep in watched forwards we are (a watched model inside another)."""
+
+    depth = 0
+    installation = 0
+
+
+_calls = _Calls()
+
+
+def _strip_copied_hooks(module: nn.Module) -> None:
+    """Remove this module's watchdog hooks that no record owns (copied by deepcopy or pickle)."""
+    for hooks in (module._forward_pre_hooks, module._forward_hooks):
+        for key, hook in list(hooks.items()):
+            if hook is root_pre_hook or hook is root_post_hook:
+                del hooks[key]
+                module._forward_hooks_always_called.pop(key, None)
+
+
+def root_pre_hook(module: nn.Module, _args: Any) -> None:
+    """Before a watched model's forward: GG002 when it runs in training mode without grad."""
+    if is_compiling():
+        return
+    if id(module) not in models:
+        # A copy of a watched model (copy.deepcopy, torch.load) carries hooks that no record owns.
+        _strip_copied_hooks(module)
+        if not status.installed:
+            return
+        note_safely(module)
+        if id(module) not in models:
+            return
+    calls = _calls
+    if calls.installation != status.installation:
+        calls.installation = status.installation
+        calls.depth = 0
+    depth = calls.depth
+    calls.depth = depth + 1
+    if depth:
+        return  # the outermost watched model speaks for this call
+    if _graphs.pending:
+        _graphs.flush_pending()
+    if module.training and not torch.is_grad_enabled():
+        check_train_without_grad(module)
+
+
+def root_post_hook(module: nn.Module, _args: Any, output: Any) -> None:
+    """After a watched model's forward: GG001 bookkeeping for an eval forward with grad on."""
+    if is_compiling():
+        return
+    calls = _calls
+    depth = calls.depth - 1
+    if depth > 0:
+        calls.depth = depth
+        return
+    calls.depth = 0
+    if not module.training and torch.is_grad_enabled():
+        _graphs.track_graph(module, output)

@@ -1,0 +1,76 @@
+"""GG002: a model in training mode runs forward with gradients disabled."""
+
+from __future__ import annotations
+
+import sys
+import weakref
+
+from torch import nn
+
+from gradguard import _findings
+from gradguard._watchdog._common import model_name, report, status
+from gradguard._watchdog._grad_switch import describe_grad_disabled
+
+# model -> (structure generation, answer). Not the state engine's tree cache: the watchdog looks
+# at models that no scope ever held, and must not keep anything of theirs alive.
+mode_dependent_cache: weakref.WeakKeyDictionary[nn.Module, tuple[int, bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _behaves_differently_in_training(module: nn.Module) -> bool:
+    if isinstance(module, nn.modules.batchnorm._NormBase):
+        return bool(module.track_running_stats)
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return module.p > 0
+    if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)):
+        return bool(module.dropout)
+    cls = type(module)
+    if cls.__module__.startswith("torch."):
+        return False
+    forward = getattr(cls.forward, "__code__", None)
+    # A module of the user's own whose forward reads self.training decides something by mode.
+    return forward is not None and "training" in forward.co_names
+
+
+def mode_dependent(module: nn.Module) -> bool:
+    """Whether some module in ``module``'s tree behaves differently in training mode."""
+    cached = mode_dependent_cache.get(module)
+    if cached is not None and cached[0] == status.structure:
+        return cached[1]
+    known = any(map(_behaves_differently_in_training, module.modules()))
+    mode_dependent_cache[module] = (status.structure, known)
+    return known
+
+
+def _called_from_update_bn() -> bool:
+    frame = sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "update_bn" and code.co_filename.endswith("swa_utils.py"):
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+@_findings.fail_open("train-mode-without-grad")
+def check_train_without_grad(module: nn.Module) -> None:
+    """Report GG002 for ``module``, in training mode and running with gradients off."""
+    if _findings.is_allowed("train-mode-without-grad") or not mode_dependent(module):
+        return
+    if _called_from_update_bn():
+        return
+    site = _findings.user_site(sys._getframe(1))
+    name = model_name(module)
+    report(
+        "train-mode-without-grad",
+        f"{name} is in training mode but ran forward at {site[0]}:{site[1]} with gradients "
+        f"disabled {describe_grad_disabled()}. Either an evaluation forgot eval() (BatchNorm "
+        "running statistics were overwritten and dropout was active) or training resumed with "
+        "gradients still off",
+        "to evaluate, call model.eval() first (and model.train() after), or use "
+        "`with gradguard.evaluating(model):`; to train, turn gradients back on; "
+        "for an intended use (Monte-Carlo dropout, BatchNorm recalibration) wrap it in "
+        "gradguard.allow('train-mode-without-grad')",
+        site,
+    )
