@@ -1,16 +1,24 @@
 # Every target does its own set-up on a fresh machine: a .venv with the pinned CPU PyTorch.
+# `make demo` needs only the package and torch (its own stamp, so it starts quickly);
+# `make test`, `lint`, `dist` and `bench` add the development toolchain.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q -c constraints-dev.txt
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck demo bench clean
+.PHONY: install test lint typecheck demo bench dist clean
 
-$(STAMP): pyproject.toml requirements-dev.txt constraints-dev.txt
+$(RUNTIME_STAMP): pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints-dev.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints-dev.txt -e . -r requirements-dev.txt
+	$(PIP) -e . -r requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,7 +31,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check gradguard tests benchmarks examples
 	$(PY) -m mypy --strict gradguard
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(PY) examples/evaluate_frozen.py
 	@echo "--- gradguard run: a training script with the classic mistakes (it ends in GG003) ---"
 	$(PY) -m gradguard run examples/train_with_mistakes.py || echo "(exit status $$?, as expected: the script dies of GG003)"
@@ -33,6 +41,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# The sdist and the wheel, in dist/: `pip install dist/gradguard-*.whl` in any environment.
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --outdir dist .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
