@@ -12,8 +12,8 @@ STAMP := $(VENV)/.installed
 
 $(RUNTIME_STAMP): pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) torch==2.13.0
-	$(PIP) -e .
+	@# numpy: without it torch warns "Failed to initialize NumPy" on every start.
+	$(PIP) torch==2.13.0 numpy -e .
 	touch $(RUNTIME_STAMP)
 
 $(STAMP): $(RUNTIME_STAMP) requirements-dev.txt
