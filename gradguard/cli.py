@@ -1,7 +1,8 @@
 """The ``gradguard`` command: ``gradguard run`` (a script under the watchdog), ``gradguard bench``.
 
 Each subcommand lives in its own module, imported only when it is used, which exposes
-``configure_parser(parser)`` and ``main(namespace) -> int``.
+``configure_parser(parser)`` and ``main(namespace) -> int``. ``gradguard --help`` lists the
+commands registered in :data:`SUBCOMMANDS`, so a new one appears there by being registered.
 """
 
 from __future__ import annotations
@@ -12,18 +13,38 @@ import sys
 from collections.abc import Sequence
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("gradguard._run", "run a script or module under the watchdog and summarise findings"),
+    "run": ("gradguard._run", "run a script or module under the watchdog, summarise findings"),
     "bench": ("gradguard._bench", "measure what no_grad and inference_mode save on real models"),
 }
 
 
+# The ways in that are not subcommands, for the end of `gradguard --help`: one line each.
+OTHER_WAYS = """\
+the watchdog without this command:
+  pytest --gradguard    pytest plugin: a finding fails the test that caused it
+  GRADGUARD_WATCH=1     watch from `import gradguard` on (=deep: as with --deep)
+  GRADGUARD_STRICT=1    raise every finding as GradGuardError where it happens
+
+'gradguard COMMAND --help' gives a command's options; the reference is in docs/."""
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with ``only``, just that subcommand's module is imported."""
+    from gradguard import __version__
+
     parser = argparse.ArgumentParser(
         prog="gradguard",
         description="Find no_grad/eval mistakes in PyTorch code and measure what no_grad saves.",
+        epilog=OTHER_WAYS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"gradguard {__version__}",
+        help="print the version and exit",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         if only is None or name == only:
