@@ -1,4 +1,4 @@
-"""``gradguard --help``: every registered command, the version and the other ways in, one line each."""
+"""``gradguard --help``: every registered command, the version and the other ways in."""
 
 from __future__ import annotations
 

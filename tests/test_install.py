@@ -99,9 +99,7 @@ def test_wheel_and_sdist_carry_the_package_its_types_and_complete_metadata(
     """The wheel has the package, py.typed, the entry points and the metadata PyPI shows."""
     with zipfile.ZipFile(installed.wheel) as wheel:
         names = wheel.namelist()
-        metadata = Parser().parsestr(
-            wheel.read(f"gradguard-{VERSION}.dist-info/METADATA").decode()
-        )
+        metadata = Parser().parsestr(wheel.read(f"gradguard-{VERSION}.dist-info/METADATA").decode())
         entry_points = wheel.read(f"gradguard-{VERSION}.dist-info/entry_points.txt").decode()
     assert "gradguard/py.typed" in names
     assert "gradguard/_watchdog/_reach.py" in names
