@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ from gradguard._measure import (
 # Inference mode must improve latency by this much more than no_grad (in points of the baseline)
 # before the table recommends it: smaller differences are within the noise of a shared machine.
 INFERENCE_MARGIN = 0.05
+# Fewer paired rounds than this give no spread worth the name: the latency is inconclusive.
+MIN_ROUNDS = 3
 # Timed runs per mode: a full run takes 15-40 s on two cores, --quick well under a minute.
 REPEATS = 30
 QUICK_REPEATS = 5
@@ -307,17 +310,78 @@ def _jobs(namespace: argparse.Namespace) -> list[Job]:
     ]
 
 
+@dataclass(frozen=True)
+class LatencyGain:
+    """A mode's latency gain over a baseline, from the rounds in which both ran moments apart.
+
+    Attributes:
+        median: ``1 -`` the median of the per-round time ratios (``latency_improvement``).
+        low: the first quartile of the per-round gains.
+        high: the third quartile of the per-round gains.
+        rounds: how many paired rounds there were.
+    """
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+
+    @property
+    def conclusive(self) -> bool:
+        """Whether the effect stands out of the noise: the middle half of the rounds' gains is
+        narrower than the gain itself (and there are at least :data:`MIN_ROUNDS` rounds)."""
+        return self.rounds >= MIN_ROUNDS and self.high - self.low <= abs(self.median)
+
+    def describe(self) -> str:
+        """``"22% (19% to 25%)"``, or ``"inconclusive (-150% to 40%)"`` when not conclusive."""
+        spread = f"{format_percent(self.low)} to {format_percent(self.high)}"
+        if not self.conclusive:
+            return f"inconclusive: runs spread {spread}"
+        return f"{format_percent(self.median)} ({spread})"
+
+
+def latency_gain(result: Measurement, mode: str, baseline: str = "grad") -> LatencyGain:
+    """The paired latency gain of ``mode`` over ``baseline`` in ``result``, with its spread."""
+    samples = result.modes[mode].latencies_ms
+    base = result.modes[baseline].latencies_ms
+    gains = sorted(1.0 - value / ref for value, ref in zip(samples, base) if ref > 0)
+    if not gains:
+        return LatencyGain(0.0, 0.0, 0.0, 0)
+    if len(gains) < 2:
+        return LatencyGain(gains[0], gains[0], gains[0], 1)
+    low, _, high = statistics.quantiles(gains, n=4, method="inclusive")
+    return LatencyGain(result.modes[mode].latency_improvement, low, high, len(gains))
+
+
 def recommend(result: Measurement) -> str:
-    """The practice the measurements support, for the table's last column."""
+    """The practice the measurements support, for the table's last column.
+
+    ``inference_mode`` is advised only on a latency gain that stands out of the noise; when the
+    latency comparison is inconclusive, the advice rests on the memory figures, which are exact.
+    """
     modes = result.modes
     advice = "evaluating(model): eval() + no_grad"
     # "no_grad" and "evaluating" run the same computation: inference mode has to beat the better
     # of the two, so noise in one of them does not decide the advice.
     no_grad = [modes[n].latency_improvement for n in ("no_grad", "evaluating") if n in modes]
+    inconclusive = False
     if "inference" in modes and no_grad:
         advantage = modes["inference"].latency_improvement - max(no_grad)
-        if modes["inference"].outputs_match and advantage >= INFERENCE_MARGIN:
-            advice = 'evaluating(model, mode="inference"): eval() + inference_mode'
+        if latency_gain(result, "inference").conclusive:
+            if modes["inference"].outputs_match and advantage >= INFERENCE_MARGIN:
+                advice = 'evaluating(model, mode="inference"): eval() + inference_mode'
+        else:
+            inconclusive = True
+    if "no_grad" in modes and not latency_gain(result, "no_grad").conclusive:
+        inconclusive = True
+    if inconclusive and "no_grad" in modes:
+        saved = modes["no_grad"].memory_reduction
+        memory = (
+            f"saves {format_percent(saved)} of the peak memory"
+            if round(saved * 100) > 0
+            else "saves no memory here"
+        )
+        advice += f" ({memory}; latency inconclusive)"
     differing = [name for name, mode in modes.items() if not mode.outputs_match]
     if differing:
         advice += f"; outputs differ under {', '.join(differing)}: check before switching"
@@ -340,7 +404,7 @@ def summary_rows(results: Sequence[tuple[Job, Measurement]]) -> list[str]:
             job.name,
             str(job.batch_size),
             format_percent(no_grad.memory_reduction) if no_grad else "-",
-            format_percent(no_grad.latency_improvement) if no_grad else "-",
+            latency_gain(result, "no_grad").describe() if no_grad else "-",
             recommend(result),
         )
         rows.append(f"| {' | '.join(cells)} |")
@@ -432,6 +496,14 @@ def _main(namespace: argparse.Namespace) -> int:
         print(f"--quick: smaller inputs than the full run ({shapes}), {repeats} runs: indicative")
     print()
     print("\n".join(summary_rows(results)))
+    unsure = [job.name for job, result in results if not latency_gain(result, "no_grad").conclusive]
+    if unsure:
+        print()
+        print(
+            f"Latency inconclusive for {', '.join(unsure)}: the paired runs spread wider than the "
+            "effect, so no latency figure is given there and the advice rests on memory (exact). "
+            "Rerun with more --repeats on a quiet machine for a latency figure."
+        )
     for job, result in results:
         print()
         print(f"{job.name}: {job.describe}, input {[job.batch_size, *job.sample_shape]}")
@@ -458,4 +530,12 @@ def _main(namespace: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["FAMILIES", "configure_parser", "main", "recommend", "summary_rows"]
+__all__ = [
+    "FAMILIES",
+    "LatencyGain",
+    "configure_parser",
+    "latency_gain",
+    "main",
+    "recommend",
+    "summary_rows",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,14 @@ import pytest
 import torch
 
 from gradguard import cli
-from gradguard._bench import FAMILIES, Job, recommend, summary_rows
+from gradguard._bench import (
+    FAMILIES,
+    INFERENCE_MARGIN,
+    Job,
+    latency_gain,
+    recommend,
+    summary_rows,
+)
 from gradguard._measure import MODES, Measurement, ModeResult
 
 FACTORY_MODULE = """
@@ -117,6 +125,8 @@ def test_built_in_families_run_and_match_their_baselines(tmp_path: Path) -> None
         assert result["modes"]["no_grad"]["saved_bytes"] == 0
         assert all(mode["outputs_match"] for mode in result["modes"].values()), result
     assert "--quick: smaller inputs than the full run" in done.stdout
+    # One timed run per mode gives no spread: no latency figure, the advice rests on memory.
+    assert "Latency inconclusive for CNN family, Transformer family, RNN family" in done.stdout
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[:2] for row in rows[1:]] == [
         [f"| {family.name}", "2"] for family in FAMILIES
@@ -213,8 +223,21 @@ def test_cuda_without_a_device_is_refused(tmp_path: Path) -> None:
     assert "sees no CUDA device; use --device cpu" in done.stderr
 
 
+# The same machine drift in every mode, round by round: the paired ratios are steady.
+STEADY = (0.98, 1.03, 1.0, 0.97, 1.02, 1.0, 0.99, 1.01, 1.0)
+
+
 def mode(median: float, grad: float, *, match: bool = True) -> ModeResult:
-    return ModeResult((median,), median, median, 100, 0, match, 0.0, 1 - median / grad)
+    samples = tuple(median * drift for drift in STEADY)
+    return ModeResult(samples, median, median, 100, 0, match, 0.0, 1 - median / grad)
+
+
+def noisy(samples: tuple[float, ...], grad: tuple[float, ...], memory: float) -> ModeResult:
+    """A mode timed on a loaded machine: its rounds' ratios to the baseline scatter widely."""
+    ratios = sorted(value / base for value, base in zip(samples, grad))
+    median = statistics.median(samples)
+    gain = 1 - statistics.median(ratios)
+    return ModeResult(samples, median, max(samples), 100, 0, True, memory, gain)
 
 
 def measured(grad: float, no_grad: float, inference: float, *, match: bool = True) -> Measurement:
@@ -252,7 +275,7 @@ def test_recommendation_flags_outputs_that_differ() -> None:
 def test_summary_is_the_seed_table_with_measured_figures() -> None:
     """The summary has the seed's columns; figures are no_grad's, relative to grad."""
     result = measured(10.0, 8.0, 7.9)
-    no_grad = ModeResult((8.0,), 8.0, 8.0, 40, 0, True, 0.6, 0.2)
+    no_grad = ModeResult(tuple(8.0 * drift for drift in STEADY), 8.0, 8.0, 40, 0, True, 0.6, 0.2)
     result.modes["no_grad"] = no_grad
     job = Job("CNN family", 128, object, (3, 32, 32), "a CNN")
     rows = summary_rows([(job, result)])
@@ -260,4 +283,68 @@ def test_summary_is_the_seed_table_with_measured_figures() -> None:
         "| Model family | Batch size | No-grad memory reduction | No-grad latency improvement "
         "| Recommended practice |"
     )
-    assert rows[2] == "| CNN family | 128 | 60% | 20% | evaluating(model): eval() + no_grad |"
+    assert rows[2] == (
+        "| CNN family | 128 | 60% | 20% (20% to 20%) | evaluating(model): eval() + no_grad |"
+    )
+
+
+def loaded_machine_run() -> Measurement:
+    """5 rounds on a busy machine: no_grad's median gain is -96%, its rounds spread -300% to 50%."""
+    grad = (10.0, 10.0, 10.0, 10.0, 10.0)
+    no_grad = noisy((5.0, 19.6, 40.0, 8.0, 25.0), grad, memory=0.71)
+    inference = noisy((4.0, 30.0, 12.0, 2.0, 3.5), grad, memory=0.71)
+    modes = {
+        "grad": ModeResult(grad, 10.0, 10.0, 100, 50, True, 0.0, 0.0),
+        "no_grad": no_grad,
+        "inference": inference,
+        "evaluating": no_grad,
+    }
+    return Measurement(device="cpu", torch=torch.__version__, modes=modes)
+
+
+def test_latency_spread_wider_than_the_effect_is_inconclusive_not_a_finding() -> None:
+    """A -96% median whose rounds spread from -300% to 50% is reported as inconclusive with that
+    spread, and the advice rests on the memory saved instead."""
+    result = loaded_machine_run()
+    gain = latency_gain(result, "no_grad")
+    assert round(gain.median, 2) == -0.96
+    assert not gain.conclusive
+    job = Job("CNN family", 128, object, (3, 32, 32), "a CNN")
+    row = summary_rows([(job, result)])[2]
+    assert "-96%" not in row
+    assert "| inconclusive: runs spread -150% to 20% |" in row
+    assert row.endswith(
+        "| evaluating(model): eval() + no_grad (saves 71% of the peak memory; "
+        "latency inconclusive) |"
+    )
+
+
+def test_noisy_inference_mode_is_not_recommended_on_its_median() -> None:
+    """inference_mode's median looks far better than no_grad's, but its rounds scatter
+    wider than that: the advice stays evaluating(model)."""
+    result = loaded_machine_run()
+    assert (
+        result.modes["inference"].latency_improvement - result.modes["no_grad"].latency_improvement
+        >= INFERENCE_MARGIN
+    )
+    assert not latency_gain(result, "inference").conclusive
+    assert recommend(result).startswith("evaluating(model): eval() + no_grad (")
+
+
+def test_steady_rounds_give_a_conclusive_gain_with_its_spread() -> None:
+    """Rounds whose ratios agree give the median gain and its quartiles, and no caveat."""
+    result = measured(10.0, 8.0, 7.9)
+    gain = latency_gain(result, "no_grad")
+    assert gain.conclusive
+    assert (round(gain.low, 6), round(gain.median, 6), round(gain.high, 6)) == (0.2, 0.2, 0.2)
+    assert gain.describe() == "20% (20% to 20%)"
+    assert recommend(result) == "evaluating(model): eval() + no_grad"
+
+
+def test_too_few_rounds_are_inconclusive() -> None:
+    """One or two timed runs give no spread to judge by: inconclusive, whatever the median."""
+    grad = ModeResult((10.0,), 10.0, 10.0, 100, 50, True, 0.0, 0.0)
+    fast = ModeResult((5.0,), 5.0, 5.0, 100, 0, True, 0.5, 0.5)
+    result = Measurement("cpu", torch.__version__, {"grad": grad, "no_grad": fast})
+    assert not latency_gain(result, "no_grad").conclusive
+    assert latency_gain(result, "no_grad").describe() == "inconclusive: runs spread 50% to 50%"
