@@ -247,6 +247,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="warm-up runs per mode (default: 3; 1 with --quick)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also draw peak memory and median latency per mode into FILE (.png or .svg; needs "
+        'matplotlib: pip install "gradguard[plot]")',
+    )
 
 
 class BenchError(Exception):
@@ -435,6 +441,13 @@ def main(namespace: argparse.Namespace) -> int:
 def _main(namespace: argparse.Namespace) -> int:
     if namespace.device == "cuda" and not torch.cuda.is_available():
         raise BenchError("--device cuda: this torch build sees no CUDA device; use --device cpu")
+    if namespace.plot:
+        from gradguard import _plot
+
+        try:
+            _plot.check_plot_target(namespace.plot)
+        except _plot.PlotError as error:
+            raise BenchError(str(error)) from error
     jobs = _jobs(namespace)
     device = torch.device(namespace.device)
     repeats = namespace.repeats or (QUICK_REPEATS if namespace.quick else REPEATS)
@@ -527,6 +540,17 @@ def _main(namespace: argparse.Namespace) -> int:
             json.dump(payload, handle, indent=2)
             handle.write("\n")
         _progress(f"wrote {namespace.json}")
+    if namespace.plot:
+        from gradguard import _plot
+
+        title = (
+            f"gradguard bench on {describe}\n"
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {repeats} timed runs "
+            f"per mode after {warmup} warm-up"
+        )
+        rows = [(job.name, job.batch_size, result) for job, result in results]
+        _plot.plot_results(rows, namespace.plot, title)
+        _progress(f"wrote {namespace.plot}")
     return 0
 
 
