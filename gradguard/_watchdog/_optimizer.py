@@ -12,6 +12,7 @@ from gradguard import _findings
 from gradguard._watchdog import _graphs, _reach
 from gradguard._watchdog._common import is_compiling, model_name, report, status
 from gradguard._watchdog._grad_switch import describe_grad_disabled
+from gradguard._watchdog._train_mode import mode_dependent, mode_dependent_layers
 
 
 class _OptimizerView:
@@ -110,12 +111,21 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
             continue
         if not any(p.grad is not None for p in stepped):
             continue
+        if not mode_dependent(model):
+            continue  # eval mode changes nothing in this model: nothing to report
         name = model_name(model)
+        site = _reach.eval_sites.get(model)
+        if site is None:
+            switched = "switched to eval where the watchdog could not see it"
+        else:
+            switched = f"switched to eval by {site.call} at {site.filename}:{site.lineno}"
+            if site.caller is not None:
+                switched += f", called from {site.caller[0]}:{site.caller[1]}"
         report(
             "eval-mode-training",
             f"{type(optimizer).__name__}.step() is updating the parameters of {name}, which is "
-            "in eval mode as a whole: it was left in eval after a validation, so dropout is off "
-            "and BatchNorm uses and keeps frozen running statistics while it trains",
-            "call model.train() before the training loop resumes (or evaluate with "
+            f"in eval mode as a whole ({switched}), so while it trains its mode-dependent "
+            f"layers run as in evaluation: {mode_dependent_layers(model, training=False)}",
+            "call model.train() before the training steps (or evaluate with "
             "`with gradguard.evaluating(model):`, which puts the flags back)",
         )

@@ -10,10 +10,12 @@ models are built, never on forward. ``deep=True`` adds :func:`deep_pre_hook` for
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -43,6 +45,25 @@ param_owner: dict[int, tuple[weakref.ref[torch.Tensor], weakref.ref[nn.Module]]]
 module_parent: weakref.WeakKeyDictionary[nn.Module, weakref.ref[nn.Module]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+class EvalSite(NamedTuple):
+    """Where an ``eval()``/``train(False)`` left a module in eval mode.
+
+    ``filename``/``lineno``: the first frame outside gradguard and torch (the call itself);
+    ``caller``: when that frame is in an installed library (``from_pretrained()`` calls
+    ``eval()``), the first frame outside installed packages, i.e. the program's own line.
+    """
+
+    filename: str
+    lineno: int
+    call: str
+    caller: tuple[str, int] | None
+
+
+# Module -> its last eval()/train(False), so GG004 can say where a model was switched.
+eval_sites: weakref.WeakKeyDictionary[nn.Module, EvalSite] = weakref.WeakKeyDictionary()
+_INSTALLED = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
 
 
 def known_models() -> list[nn.Module]:
@@ -76,6 +97,7 @@ def forget_all() -> None:
             hook.remove()
     param_owner.clear()
     module_parent.clear()
+    eval_sites.clear()
     reset_covered()
 
 
@@ -118,16 +140,42 @@ def noting(original: Callable[..., Any]) -> Callable[..., Any]:
             local.inside = False
         if _graphs.pending:
             _graphs.flush_pending()
+        if switches_mode:
+            _note_mode_switch(self, original.__name__, args, kwargs)
         if id(self) not in models:
             note_safely(self)
         return result
 
+    switches_mode = original.__name__ in ("train", "eval")
     noting.__name__ = original.__name__
     noting.__qualname__ = original.__qualname__
     noting.__doc__ = original.__doc__
     noting.__wrapped__ = original  # type: ignore[attr-defined]
     noting._gradguard_wraps = original  # type: ignore[attr-defined]
     return noting
+
+
+@_findings.fail_open("model discovery")
+def _note_mode_switch(module: nn.Module, method: str, args: Any, kwargs: Any) -> None:
+    if module.training:
+        eval_sites.pop(module, None)
+        return
+    frame = _findings.user_frame(sys._getframe(1))
+    if frame is None:
+        return
+    if method == "eval":
+        call = "eval()"
+    else:
+        mode = args[0] if args else kwargs.get("mode", True)
+        call = f"train({mode!r})"
+    caller = None
+    if any(part in frame.f_code.co_filename for part in _INSTALLED):
+        outer = frame.f_back
+        while outer is not None and any(part in outer.f_code.co_filename for part in _INSTALLED):
+            outer = outer.f_back
+        if outer is not None:
+            caller = (outer.f_code.co_filename, outer.f_lineno)
+    eval_sites[module] = EvalSite(frame.f_code.co_filename, frame.f_lineno, call, caller)
 
 
 def _forget_parameter(key: int, ref: weakref.ref[torch.Tensor]) -> None:

@@ -33,6 +33,53 @@ def _behaves_differently_in_training(module: nn.Module) -> bool:
     return forward is not None and "training" in forward.co_names
 
 
+# Kinds of mode-dependent layer, in the order messages list them, with what each does in
+# training mode and in eval mode.
+_KINDS = {
+    "dropout": ("active", "off"),
+    "statistics": ("updating its running statistics", "using frozen running statistics"),
+    "internal dropout": ("internal dropout active", "internal dropout off"),
+    "own": ("forward reads self.training", "forward reads self.training"),
+}
+
+
+def _kind(module: nn.Module) -> str:
+    """Which of :data:`_KINDS` ``module`` is (empty when its behaviour does not depend on mode)."""
+    if not _behaves_differently_in_training(module):
+        return ""
+    if isinstance(module, nn.modules.batchnorm._NormBase):
+        return "statistics"
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return "dropout"
+    if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)):
+        return "internal dropout"
+    return "own"
+
+
+def mode_dependent_layers(module: nn.Module, *, training: bool, limit: int = 4) -> str:
+    """The layers of ``module`` whose behaviour depends on the mode, by class, for a message.
+
+    ``"8 Dropout (off), 2 BatchNorm1d (using frozen running statistics)"``: what the model
+    really contains and what each does in the given mode, so a message names no layer the model
+    does not have. Empty when there is none.
+    """
+    counts: dict[tuple[str, str], int] = {}
+    for sub in module.modules():
+        kind = _kind(sub)
+        if kind:
+            key = (kind, type(sub).__name__)
+            counts[key] = counts.get(key, 0) + 1
+    order = list(_KINDS)
+    ranked = sorted(counts.items(), key=lambda item: order.index(item[0][0]))
+    parts = [
+        f"{count} {name} ({_KINDS[kind][0 if training else 1]})"
+        for (kind, name), count in ranked[:limit]
+    ]
+    if len(ranked) > limit:
+        parts.append(f"and {len(ranked) - limit} more kind(s)")
+    return ", ".join(parts)
+
+
 def mode_dependent(module: nn.Module) -> bool:
     """Whether some module in ``module``'s tree behaves differently in training mode."""
     cached = mode_dependent_cache.get(module)
@@ -65,9 +112,9 @@ def check_train_without_grad(module: nn.Module) -> None:
     report(
         "train-mode-without-grad",
         f"{name} is in training mode but ran forward at {site[0]}:{site[1]} with gradients "
-        f"disabled {describe_grad_disabled()}. Either an evaluation forgot eval() (BatchNorm "
-        "running statistics were overwritten and dropout was active) or training resumed with "
-        "gradients still off",
+        f"disabled {describe_grad_disabled()}, so its mode-dependent layers ran as in training: "
+        f"{mode_dependent_layers(module, training=True)}. Either an evaluation forgot eval() "
+        "or training resumed with gradients still off",
         "to evaluate, call model.eval() first (and model.train() after), or use "
         "`with gradguard.evaluating(model):`; to train, turn gradients back on; "
         "for an intended use (Monte-Carlo dropout, BatchNorm recalibration) wrap it in "
