@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from gradguard import _config, _findings
+from gradguard import _config, _findings, _output
 
 PROG = "gradguard run"
 USAGE = (
@@ -108,6 +108,8 @@ def main(namespace: argparse.Namespace) -> int:
 
     from gradguard import _watchdog
 
+    width = _output.terminal_width()
+    restore_warnings = _output.short_live_warnings(width)
     handle = _watchdog.watch(strict=True if strict else None, deep=namespace.deep)
     status = _execute(target)
     _wait_for_threads()
@@ -123,7 +125,9 @@ def main(namespace: argparse.Namespace) -> int:
     if strict and found and status == 0:
         # The script caught the GradGuardError (or the finding came at exit): still a failure.
         status = 1
-    sys.stderr.write(format_summary(found, rank=os.environ.get("RANK"), deep=namespace.deep))
+    restore_warnings()
+    summary = format_summary(found, rank=os.environ.get("RANK"), deep=namespace.deep, width=width)
+    sys.stderr.write(summary)
     sys.stderr.flush()
     if json_file is not None:
         try:
@@ -240,6 +244,9 @@ def _print_exception(
         tb = tb.tb_next
     if exc_type is None or value is None:
         return
+    if isinstance(value, _findings.GradGuardError):
+        _output.end_at_user_frame(tb)
+        _output.point_to_summary(value)
     # The default hook renders the exception's own __traceback__, so cut that one too.
     value.__traceback__ = tb
     try:
@@ -269,27 +276,36 @@ NOT_DEEP_HINT = (
 
 
 def format_summary(
-    found: Sequence[_findings.Finding], *, rank: str | None = None, deep: bool = False
+    found: Sequence[_findings.Finding],
+    *,
+    rank: str | None = None,
+    deep: bool = False,
+    width: int | None = None,
 ) -> str:
     """The stderr summary: one block per finding (code, check, file:line, count, fix).
 
     A clean run at the default level says what the watchdog could see, since a model that is
     built and only ever called (never train()/eval()/to()/load_state_dict()) is invisible there.
+    With ``width``, every line is wrapped to it (paths are never broken).
     """
     who = f"gradguard [rank {rank}]" if rank is not None else "gradguard"
     if not found:
-        return f"{who}: no findings\n" + ("" if deep else NOT_DEEP_HINT)
+        if deep:
+            return f"{who}: no findings\n"
+        if width is None:
+            return f"{who}: no findings\n" + NOT_DEEP_HINT
+        hint = _output.wrap(NOT_DEEP_HINT.strip(), width, "  ", "   ")
+        return f"{who}: no findings\n" + "\n".join(hint) + "\n"
     total = len(found)
     lines = [f"{who}: {total} finding{'s' if total != 1 else ''}"]
     for finding in found:
         times = "1 time" if finding.count == 1 else f"{finding.count} times"
-        lines.append(
-            f"  {finding.code} {finding.check} at {finding.filename}:{finding.lineno} ({times})"
-        )
+        head = f"{finding.code} {finding.check} at {finding.filename}:{finding.lineno} ({times})"
+        lines += _output.wrap(head, width, "  ", "      ")
         for text in finding.message.splitlines():
-            lines.append(f"      {text}")
+            lines += _output.wrap(text, width, "      ", "      ")
         if finding.fix:
-            lines.append(f"      fix: {finding.fix}")
+            lines += _output.wrap(f"fix: {finding.fix}", width, "      ", "           ")
     return "\n".join(lines) + "\n"
 
 

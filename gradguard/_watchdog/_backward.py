@@ -51,6 +51,10 @@ def explaining(original: Callable[..., Any]) -> Callable[..., Any]:
         except RuntimeError as error:
             if is_compiling():
                 raise
+            if isinstance(error, _findings.GradGuardError):
+                # Explained by the inner wrapper (Tensor.backward calls torch.autograd.backward):
+                # from here up, only the program's frames.
+                raise error.with_traceback(None)  # noqa: B904  # its cause is PyTorch's error
             try:
                 _explain(error, target)
             except _findings.GradGuardError as explained:
