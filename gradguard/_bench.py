@@ -548,6 +548,8 @@ def _main(namespace: argparse.Namespace) -> int:
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {repeats} timed runs "
             f"per mode after {warmup} warm-up"
         )
+        if load_before is not None and load_after is not None:
+            title += f"; load average {load_before:.1f} before, {load_after:.1f} after"
         rows = [(job.name, job.batch_size, result) for job, result in results]
         _plot.plot_results(rows, namespace.plot, title)
         _progress(f"wrote {namespace.plot}")
