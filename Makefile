@@ -13,7 +13,9 @@ STAMP := $(VENV)/.installed
 $(RUNTIME_STAMP): pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	@# numpy: without it torch warns "Failed to initialize NumPy" on every start.
-	$(PIP) torch==2.13.0 numpy -e .
+	@# --no-compile: byte-compiling all of torch at install costs twice the CPU time of the
+	@# install itself; Python compiles the modules a program imports on first use instead.
+	$(PIP) --no-compile torch==2.13.0 numpy -e .
 	touch $(RUNTIME_STAMP)
 
 $(STAMP): $(RUNTIME_STAMP) requirements-dev.txt
