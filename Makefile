@@ -34,12 +34,14 @@ lint: $(STAMP)
 	$(PY) -m mypy --strict gradguard
 
 demo: $(RUNTIME_STAMP)
-	$(PY) examples/evaluate_frozen.py
+	@echo "--- python examples/evaluate_frozen.py: a frozen BatchNorm survives an evaluation ---"
+	@$(PY) examples/evaluate_frozen.py
 	@echo "--- gradguard run: a training script with the classic mistakes (it ends in GG003) ---"
-	$(PY) -m gradguard run examples/train_with_mistakes.py || echo "(exit status $$?, as expected: the script dies of GG003)"
+	@$(PY) -m gradguard run examples/train_with_mistakes.py || echo "(exit status $$?, as expected: the script dies of GG003)"
 	@echo "--- gradguard run: its fixed twin ---"
-	$(PY) -m gradguard run examples/train_fixed.py
-	$(PY) -m gradguard bench --quick
+	@$(PY) -m gradguard run examples/train_fixed.py
+	@echo "--- gradguard bench --quick: what no_grad saves on three model families ---"
+	@$(PY) -m gradguard bench --quick
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

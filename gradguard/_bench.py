@@ -370,17 +370,15 @@ def recommend(result: Measurement) -> str:
     # "no_grad" and "evaluating" run the same computation: inference mode has to beat the better
     # of the two, so noise in one of them does not decide the advice.
     no_grad = [modes[n].latency_improvement for n in ("no_grad", "evaluating") if n in modes]
-    inconclusive = False
+    inference_unsure = False
     if "inference" in modes and no_grad:
         advantage = modes["inference"].latency_improvement - max(no_grad)
         if latency_gain(result, "inference").conclusive:
             if modes["inference"].outputs_match and advantage >= INFERENCE_MARGIN:
                 advice = 'evaluating(model, mode="inference"): eval() + inference_mode'
         else:
-            inconclusive = True
+            inference_unsure = True
     if "no_grad" in modes and not latency_gain(result, "no_grad").conclusive:
-        inconclusive = True
-    if inconclusive and "no_grad" in modes:
         saved = modes["no_grad"].memory_reduction
         memory = (
             f"saves {format_percent(saved)} of the peak memory"
@@ -388,6 +386,8 @@ def recommend(result: Measurement) -> str:
             else "saves no memory here"
         )
         advice += f" ({memory}; latency inconclusive)"
+    elif inference_unsure:
+        advice += " (inference_mode's latency inconclusive)"
     differing = [name for name, mode in modes.items() if not mode.outputs_match]
     if differing:
         advice += f"; outputs differ under {', '.join(differing)}: check before switching"

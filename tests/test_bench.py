@@ -348,3 +348,19 @@ def test_too_few_rounds_are_inconclusive() -> None:
     result = Measurement("cpu", torch.__version__, {"grad": grad, "no_grad": fast})
     assert not latency_gain(result, "no_grad").conclusive
     assert latency_gain(result, "no_grad").describe() == "inconclusive: runs spread 50% to 50%"
+
+
+def test_noisy_inference_alone_is_named_in_the_advice() -> None:
+    """no_grad's gain is steady, inference_mode's rounds scatter: the advice keeps no_grad and
+    says that it is inference_mode's latency that was inconclusive, not the whole latency."""
+    result = measured(10.0, 8.0, 7.9)
+    grad = result.modes["grad"].latencies_ms
+    result.modes["inference"] = noisy(
+        tuple(base * r for base, r in zip(grad, (0.2, 1.9, 0.3, 1.5, 0.4, 1.2, 0.5, 0.6, 1.4))),
+        grad,
+        memory=0.0,
+    )
+    assert latency_gain(result, "no_grad").conclusive
+    assert recommend(result) == (
+        "evaluating(model): eval() + no_grad (inference_mode's latency inconclusive)"
+    )
