@@ -93,12 +93,14 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
             why = "backward() was not called since zero_grad(), or it ran on a loss without a graph"
             if not torch.is_grad_enabled():
                 why += f" (gradients are disabled {describe_grad_disabled()})"
+            site, inside = _findings.user_site_inside()
             report(
                 "step-without-gradients",
-                f"{type(optimizer).__name__}.step() ran while none of its parameters has a "
+                f"{type(optimizer).__name__}.step(){inside} ran while none of its parameters has a "
                 "gradient, so it changes nothing (plain SGD) or only applies weight decay and "
                 f"momentum: {why}",
                 "call loss.backward() before optimizer.step(), with gradients enabled",
+                site,
             )
             return
     view = _view_of(optimizer)
@@ -111,11 +113,14 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
         if not any(p.grad is not None for p in stepped):
             continue
         name = model_name(model)
+        site, inside = _findings.user_site_inside()
         report(
             "eval-mode-training",
-            f"{type(optimizer).__name__}.step() is updating the parameters of {name}, which is "
-            "in eval mode as a whole: it was left in eval after a validation, so dropout is off "
-            "and BatchNorm uses and keeps frozen running statistics while it trains",
+            f"{type(optimizer).__name__}.step(){inside} is updating the parameters of {name}, "
+            "which is in eval mode as a whole: it was left in eval after a validation, so "
+            "dropout is off and BatchNorm uses and keeps frozen running statistics while it "
+            "trains",
             "call model.train() before the training loop resumes (or evaluate with "
             "`with gradguard.evaluating(model):`, which puts the flags back)",
+            site,
         )

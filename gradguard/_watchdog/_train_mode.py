@@ -60,11 +60,11 @@ def check_train_without_grad(module: nn.Module) -> None:
         return
     if _called_from_update_bn():
         return
-    site = _findings.user_site(sys._getframe(1))
+    site, inside = _findings.user_site_inside(sys._getframe(1))
     name = model_name(module)
     report(
         "train-mode-without-grad",
-        f"{name} is in training mode but ran forward at {site[0]}:{site[1]} with gradients "
+        f"{name} is in training mode but ran forward at {site[0]}:{site[1]}{inside} with gradients "
         f"disabled {describe_grad_disabled()}. Either an evaluation forgot eval() (BatchNorm "
         "running statistics were overwritten and dropout was active) or training resumed with "
         "gradients still off",
