@@ -48,9 +48,7 @@ def test_transformers_generate_reports_each_users_call_naming_the_library() -> N
     """GPT-2 in training mode through generate(): GG002 at each of the user's two calls."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        n_layer=2, n_head=2, n_embd=16, vocab_size=50, n_positions=32
-    )
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=50, n_positions=32)
     ids = torch.tensor([[1, 2, 3]])
     with warnings.catch_warnings(record=True), gradguard.watch():
         warnings.simplefilter("always")
@@ -189,9 +187,7 @@ def test_a_library_called_by_the_user_is_named_and_the_user_line_kept() -> None:
 
 def test_code_next_to_the_script_counts_as_the_users(tmp_path: Path) -> None:
     """A helper module of the project (not installed) is the user's: its own line is the site."""
-    (tmp_path / "helpers_of_mine.py").write_text(
-        "def step(optimizer):\n    optimizer.step()\n"
-    )
+    (tmp_path / "helpers_of_mine.py").write_text("def step(optimizer):\n    optimizer.step()\n")
     sys.path.insert(0, str(tmp_path))
     try:
         import helpers_of_mine  # type: ignore[import-not-found]
