@@ -119,6 +119,8 @@ class Finding:
         lineno: the line in ``filename``.
         count: how many times it happened at that location.
         fix: the one-line fix.
+        processes: the processes it happened in, by ``multiprocessing`` name, when findings were
+            gathered from the program's child processes (``gradguard run``); empty otherwise.
     """
 
     code: str
@@ -128,6 +130,7 @@ class Finding:
     lineno: int
     count: int = 1
     fix: str = ""
+    processes: tuple[str, ...] = ()
 
 
 class GradGuardError(RuntimeError):

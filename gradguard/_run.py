@@ -106,9 +106,16 @@ def main(namespace: argparse.Namespace) -> int:
         # Read by the findings channel wherever a check runs, in child processes too.
         os.environ["GRADGUARD_STRICT"] = "1"
 
-    from gradguard import _watchdog
+    from gradguard._watchdog import _deferred, _processes
 
-    handle = _watchdog.watch(strict=True if strict else None, deep=namespace.deep)
+    # Children first, so that a process started as the script imports torch is collected too.
+    try:
+        _processes.collect_children(deep=namespace.deep, strict=True if strict else None)
+    except OSError as error:  # the script still runs, watched in this process only
+        print(f"{PROG}: child processes will not be watched: {error}", file=sys.stderr)
+    handle = _deferred.watch_when_torch_imported(
+        strict=True if strict else None, deep=namespace.deep
+    )
     status = _execute(target)
     _wait_for_threads()
     try:
@@ -119,7 +126,7 @@ def main(namespace: argparse.Namespace) -> int:
     except Exception as error:  # the summary must still print
         print(f"{PROG}: stopping the watchdog failed: {error!r}", file=sys.stderr)
 
-    found = _findings.findings()
+    found = _processes.gather(_findings.findings())
     if strict and found and status == 0:
         # The script caught the GradGuardError (or the finding came at exit): still a failure.
         status = 1
@@ -281,8 +288,12 @@ def format_summary(
         return f"{who}: no findings\n" + ("" if deep else NOT_DEEP_HINT)
     total = len(found)
     lines = [f"{who}: {total} finding{'s' if total != 1 else ''}"]
+    # Processes are named only when some finding came from a process the program started.
+    several = len({name for finding in found for name in finding.processes}) > 1
     for finding in found:
         times = "1 time" if finding.count == 1 else f"{finding.count} times"
+        if several:
+            times += ", in " + ", ".join(finding.processes)
         lines.append(
             f"  {finding.code} {finding.check} at {finding.filename}:{finding.lineno} ({times})"
         )
@@ -294,9 +305,11 @@ def format_summary(
 
 
 def findings_json(found: Sequence[_findings.Finding]) -> dict[str, list[dict[str, Any]]]:
-    """The ``--json`` document: ``{"findings": [{code, check, message, file, line, count, fix}]}``.
+    """The ``--json`` document: ``{"findings": [{code, check, message, file, line, count, fix,
+    processes}]}``.
 
-    ``file`` is the code location's file name as Python reports it, ``line`` and ``count`` ints.
+    ``file`` is the code location's file name as Python reports it, ``line`` and ``count`` ints
+    (summed over processes), ``processes`` the names of the processes it happened in.
     """
     return {
         "findings": [
@@ -308,6 +321,7 @@ def findings_json(found: Sequence[_findings.Finding]) -> dict[str, list[dict[str
                 "line": int(f.lineno),
                 "count": int(f.count),
                 "fix": f.fix,
+                "processes": list(f.processes),
             }
             for f in found
         ]
