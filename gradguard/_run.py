@@ -270,8 +270,10 @@ def _wait_for_threads() -> None:
 
 
 NOT_DEEP_HINT = (
-    "  (default level: models are seen through train()/eval()/to()/load_state_dict(), "
-    "optimizer steps and gradguard scopes; --deep also sees models that are only ever called)\n"
+    "  (default level: a model is watched from its construction or unpickling once gradients "
+    "go off or an optimizer steps, and from any train()/eval()/to()/load_state_dict() or "
+    "gradguard scope; --deep watches every module call, which also sees a model only ever "
+    "called with gradients on)\n"
 )
 
 
@@ -281,7 +283,8 @@ def format_summary(
     """The stderr summary: one block per finding (code, check, file:line, count, fix).
 
     A clean run at the default level says what the watchdog could see, since a model that is
-    built and only ever called (never train()/eval()/to()/load_state_dict()) is invisible there.
+    only ever called with gradients on (never switched, stepped or run with gradients off) is
+    invisible there.
     """
     who = f"gradguard [rank {rank}]" if rank is not None else "gradguard"
     if not found:

@@ -268,7 +268,7 @@ def test_findings_from_threads_are_summarised_after_they_finish(tmp_path: Path) 
 
 
 def test_deep_sees_a_model_the_default_level_cannot(tmp_path: Path) -> None:
-    """A model never switched, moved or stepped is seen only with --deep (global module hooks)."""
+    """Put in eval by writing its flags, only ever called with grad on: seen only with --deep."""
     write(
         tmp_path,
         "score.py",
@@ -276,17 +276,19 @@ def test_deep_sees_a_model_the_default_level_cannot(tmp_path: Path) -> None:
         import torch
 
         model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout())
-        with torch.no_grad():
-            model(torch.randn(2, 4))
+        for module in model.modules():
+            module.training = False
+        score = model(torch.randn(2, 4)).sum()
+        del score
         """,
     )
     default = gradguard_run("score.py", cwd=tmp_path)
     assert default.returncode == 0, default.stderr
-    assert default.stderr == CLEAN  # and the hint that --deep sees models only ever called
+    assert default.stderr == CLEAN  # and the hint that --deep watches every module call
     deep = gradguard_run("--deep", "score.py", cwd=tmp_path)
     assert deep.returncode == 0, deep.stderr
-    site = f"{tmp_path / 'score.py'}:5"
-    expected = f"gradguard: 1 finding\n  GG002 train-mode-without-grad at {site} (1 time)"
+    site = f"{tmp_path / 'score.py'}:6"
+    expected = f"gradguard: 1 finding\n  GG001 graph-in-inference at {site} (1 time)"
     assert expected in deep.stderr
 
 

@@ -10,6 +10,9 @@ How models are found without touching every module call (the default level):
   are learnt from global parameter/submodule *registration* hooks, which run when a model is built,
   never on forward);
 * gradguard scopes note their roots when they build a module tree;
+* models built or unpickled while watching are remembered by the same registration hooks (and
+  ``nn.Module.__setstate__``), and their roots noted when gradients next go off or an optimizer
+  steps (:mod:`._built`), so a model that is only ever called is seen too;
 * every noted model gets one forward pre-hook and one forward hook of its own (on the root only:
   its submodules keep PyTorch's fast path).
 
@@ -26,7 +29,7 @@ that must run before torch is imported (:mod:`._deferred`, :mod:`._processes`) s
 # Layout: _install (handles, patches, global hooks, GRADGUARD_WATCH), _reach (which models are
 # seen, the per-root hooks), one module per check family (_graphs GG001, _train_mode GG002,
 # _backward GG003, _optimizer GG004/GG005), _grad_switch (where gradients were disabled),
-# _processes (child processes), _deferred (installing when torch is imported),
+# _built (models remembered as built or unpickled), _processes (child processes), _deferred (installing when torch is imported),
 # _common (lock, per-thread state, status, reporting).
 
 from __future__ import annotations

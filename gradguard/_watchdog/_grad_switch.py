@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from gradguard import _findings
+from gradguard._watchdog import _built
 from gradguard._watchdog._common import is_compiling, local
 
 
@@ -21,6 +22,9 @@ def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
             return
         try:
             caller = sys._getframe(1)
+            if not mode and _built.built:
+                # Gradients going off is where a model only ever called starts to matter.
+                _built.on_grad_disabled(caller)
             if caller.f_globals.get("__name__", "").startswith("torch."):
                 return  # torch.no_grad()/enable_grad() switching on enter and exit: scoped
             if mode:

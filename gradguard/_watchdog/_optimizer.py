@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from gradguard import _findings
-from gradguard._watchdog import _graphs, _reach
+from gradguard._watchdog import _built, _graphs, _reach
 from gradguard._watchdog._common import is_compiling, model_name, report, status
 from gradguard._watchdog._grad_switch import describe_grad_disabled
 
@@ -74,6 +74,8 @@ def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs:
         return
     if _graphs.pending:
         _graphs.flush_pending()
+    if _built.built:
+        _built.note_built_safely()
     _check_step(optimizer, args, kwargs)
 
 

@@ -164,6 +164,11 @@ def root_of_parameter(param: torch.Tensor) -> nn.Module | None:
     module = entry[1]() if entry is not None and entry[0]() is param else None
     if module is None or not any(p is param for p in module._parameters.values()):
         return None
+    return root_of_module(module)
+
+
+def root_of_module(module: nn.Module) -> nn.Module:
+    """The outermost module ``module`` is registered in (itself when it has no known parent)."""
     seen = {id(module)}
     while True:
         parent_ref = module_parent.get(module)
