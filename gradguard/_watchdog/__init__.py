@@ -29,8 +29,8 @@ that must run before torch is imported (:mod:`._deferred`, :mod:`._processes`) s
 # Layout: _install (handles, patches, global hooks, GRADGUARD_WATCH), _reach (which models are
 # seen, the per-root hooks), one module per check family (_graphs GG001, _train_mode GG002,
 # _backward GG003, _optimizer GG004/GG005), _grad_switch (where gradients were disabled),
-# _built (models remembered as built or unpickled), _processes (child processes), _deferred (installing when torch is imported),
-# _common (lock, per-thread state, status, reporting).
+# _built (models remembered as built or unpickled), _processes (child processes), _deferred
+# (installing when torch is imported), _common (lock, per-thread state, status, reporting).
 
 from __future__ import annotations
 

@@ -188,7 +188,8 @@ def _install() -> None:
     }
     try:
         for name, original in originals.items():
-            _patch(nn.Module, name, _reach.noting(original))
+            wrap = _reach.noting_train if name == "train" else _reach.noting
+            _patch(nn.Module, name, wrap(original))
         _patch(nn.Module, "__setstate__", _built.unpickling(nn.Module.__dict__["__setstate__"]))
         _patch(torch.Tensor, "backward", explaining(torch.Tensor.backward))
         _patch(torch.autograd, "backward", explaining(torch.autograd.backward))
