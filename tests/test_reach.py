@@ -156,6 +156,14 @@ def test_the_root_is_noted_not_a_submodule_initialised_under_no_grad() -> None:
         assert _built.built == {}
 
 
+def test_modules_built_and_dropped_are_not_kept_in_memory() -> None:
+    """Modules built in a loop with no grad switch or step: nothing accumulates for them."""
+    with gradguard.watch():
+        for _ in range(100):
+            nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+        assert len(_built.built) < 10
+
+
 def test_models_built_before_watch_are_not_seen_until_touched() -> None:
     """What the default level cannot see: a model built before watch(), only ever called."""
     policy = Policy()

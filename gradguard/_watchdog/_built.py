@@ -11,6 +11,7 @@ forward pre-hook and one forward hook on each root, none on its submodules, no g
 
 from __future__ import annotations
 
+import functools
 import sys
 import weakref
 from collections.abc import Callable
@@ -25,10 +26,16 @@ from gradguard import _findings
 built: dict[int, weakref.ref[nn.Module]] = {}
 
 
+def _forget(key: int, ref: weakref.ref[nn.Module]) -> None:
+    if built.get(key) is ref:
+        del built[key]
+
+
 def remember(module: nn.Module) -> None:
-    """Remember a module that is being built or unpickled."""
-    if id(module) not in built:
-        built[id(module)] = weakref.ref(module)
+    """Remember a module that is being built or unpickled (dropped again if it dies first)."""
+    key = id(module)
+    if key not in built:
+        built[key] = weakref.ref(module, functools.partial(_forget, key))
 
 
 def unpickling(original: Callable[..., Any]) -> Callable[..., Any]:
