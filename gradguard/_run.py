@@ -291,8 +291,11 @@ def format_summary(
         return f"{who}: no findings\n" + ("" if deep else NOT_DEEP_HINT)
     total = len(found)
     lines = [f"{who}: {total} finding{'s' if total != 1 else ''}"]
+    from gradguard._watchdog._processes import process_name
+
     # Processes are named only when some finding came from a process the program started.
-    several = len({name for finding in found for name in finding.processes}) > 1
+    this = process_name()
+    several = any(name != this for finding in found for name in finding.processes)
     for finding in found:
         times = "1 time" if finding.count == 1 else f"{finding.count} times"
         if several:

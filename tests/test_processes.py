@@ -185,6 +185,14 @@ def test_pool_workers_ended_by_terminate_still_report(tmp_path: Path) -> None:
     assert "MainProcess" not in found[0]["processes"]  # type: ignore[operator]
 
 
+def test_a_single_childs_findings_are_named_in_the_summary(tmp_path: Path) -> None:
+    """One child and no finding of the parent's: the summary still names the child."""
+    single = HOGWILD.replace("for rank in range(2)", "for rank in range(1)")
+    stderr, found = run(tmp_path, "hogwild.py", single, "fork")
+    assert [(f["count"], f["processes"]) for f in found] == [(2, ["ForkProcess-1"])]
+    assert f"hogwild.py:{STEP_LINE} (2 times, in ForkProcess-1)\n" in stderr
+
+
 def test_merge_adds_counts_and_names_processes() -> None:
     """The parent's finding and a child's at the same site become one, in first-seen order."""
     own = [Finding("GG005", "step-without-gradients", "m", "/a.py", 3, 2, "f")]
