@@ -44,9 +44,11 @@ class _State:
         "deep",
         "directory",
         "original",
+        "sending",
         "sent_pid",
         "started_pid",
         "strict",
+        "terminate_pending",
     )
 
     def __init__(self) -> None:
@@ -59,6 +61,8 @@ class _State:
         self.booted_pid = 0
         self.started_pid = 0
         self.sent_pid = 0
+        self.sending = False
+        self.terminate_pending = False
 
 
 state = _State()
@@ -174,25 +178,48 @@ def _forget_inherited() -> None:
 
 
 def _send_then_terminate(signum: int, _frame: Any) -> None:
-    send()
+    if state.sending:
+        # Interrupted while sending at exit: let that finish, then terminate (see send).
+        state.terminate_pending = True
+        return
+    # Without stopping the watchdog: the interrupted code may be inside it, holding its locks.
+    send(stop=False)
+    _terminate(signum)
+
+
+def _terminate(signum: int) -> None:
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 
 
-def send() -> None:
+def _stop_watching() -> None:
+    """Remove the watchdog, reporting the graphs still alive and unused, unless it is stuck."""
+    install = sys.modules.get("gradguard._watchdog._install")
+    common = sys.modules.get("gradguard._watchdog._common")
+    if install is None or common is None:
+        return
+    # A forked child may hold a copy of a lock that another thread of the parent had taken.
+    for lock in (common.lock, _findings._lock):
+        if not lock.acquire(timeout=1.0):
+            return
+        lock.release()
+    # Strict: the finding was recorded before it was raised.
+    with contextlib.suppress(_findings.GradGuardError):
+        install.unwatch()
+
+
+def send(*, stop: bool = True) -> None:
     """At a child's exit: stop watching, then write its findings, once, for the parent."""
     directory = state.directory
     if directory is None or state.sent_pid == os.getpid():
         return
     state.sent_pid = os.getpid()
+    state.sending = True
     try:
-        watchdog = sys.modules.get("gradguard._watchdog._install")
-        if watchdog is not None:
-            # Reports the graphs still alive and unused, as the parent does at its end; when
-            # strict, the finding was recorded before it was raised.
-            with contextlib.suppress(_findings.GradGuardError):
-                watchdog.unwatch()
-        found = _findings.findings()
+        if stop:
+            _stop_watching()
+        # Read without the channel's lock: a signal may have interrupted its holder.
+        found = [replace(record) for record in list(_findings._records)]
         if not found or not os.path.isdir(directory):
             return
         document = {
@@ -207,6 +234,10 @@ def send() -> None:
         os.replace(temporary, temporary[: -len(".tmp")] + ".json")
     except Exception:  # fail open: never break a child's exit
         pass
+    finally:
+        state.sending = False
+        if state.terminate_pending:
+            _terminate(signal.SIGTERM)
 
 
 def gather(own: list[_findings.Finding]) -> list[_findings.Finding]:
