@@ -1,15 +1,19 @@
 """The findings channel: check codes, warning and error classes, once-per-site reporting, allow().
 
 Every check in gradguard, whether owned by a scope or by the watchdog, reports through
-:func:`report`. A finding points at the user's line (the first frame outside gradguard, torch and
-the standard library's context-manager plumbing), is warned once per code location, is recorded for
-:func:`findings`, and is raised as :class:`GradGuardError` instead when strict.
+:func:`report`. A finding points at the user's line (the innermost frame outside gradguard,
+torch, the standard library and installed third-party libraries: :func:`user_location`), is
+warned once per code location, is recorded for :func:`findings`, and is raised as
+:class:`GradGuardError` instead when strict.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import site
 import sys
+import sysconfig
 import threading
 import warnings
 from collections.abc import Callable
@@ -115,6 +119,8 @@ class Finding:
         lineno: the line in ``filename``.
         count: how many times it happened at that location.
         fix: the one-line fix.
+        processes: the processes it happened in, by ``multiprocessing`` name, when findings were
+            gathered from the program's child processes (``gradguard run``); empty otherwise.
     """
 
     code: str
@@ -124,6 +130,7 @@ class Finding:
     lineno: int
     count: int = 1
     fix: str = ""
+    processes: tuple[str, ...] = ()
 
 
 class GradGuardError(RuntimeError):
@@ -159,41 +166,116 @@ _local = threading.local()
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
+# What a frame's file is, as far as finding the user's line goes.
+_SKIP = 0  # gradguard, torch, context plumbing (contextlib, threading, ...), frozen importlib
+_STDLIB = 1  # the rest of the standard library
+_LIBRARY = 2  # an installed third-party distribution (site-packages and the like)
+_USER = 3  # everything else: the script, its directory, editable installs, the working tree
 
-def _skipped_prefixes() -> tuple[str, ...]:
-    prefixes = [_PACKAGE_DIR + os.sep]
-    torch_module = sys.modules.get("torch")
-    torch_file = getattr(torch_module, "__file__", None)
-    if torch_file:
-        prefixes.append(os.path.dirname(os.path.abspath(torch_file)) + os.sep)
-    for name in ("contextlib", "threading", "asyncio", "functools", "wrapt"):
-        module = sys.modules.get(name)
-        path = getattr(module, "__file__", None)
-        if path:
-            prefixes.append(
-                os.path.dirname(path) + os.sep
-                if path.endswith("__init__.py")
-                else os.path.abspath(path)
-            )
-    return tuple(prefixes)
+_PLUMBING_MODULES = ("contextlib", "threading", "asyncio", "functools", "wrapt")
+
+# filename -> (kind, top-level package of a library); a frame's file never changes its kind.
+_kinds: dict[str, tuple[int, str]] = {}
+_roots: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None = None
 
 
-_skip_cache: tuple[str, ...] | None = None
+def _directory(path: str) -> str:
+    return os.path.join(os.path.abspath(path), "")
+
+
+def _find_roots() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(skipped prefixes, third-party install directories, standard library directories).
+
+    Third-party directories come first and longest first: a venv's site-packages, or the base
+    interpreter's, sits inside a standard library directory.
+    """
+    skipped = [_directory(_PACKAGE_DIR)]
+    torch_file = getattr(sys.modules.get("torch"), "__file__", None)
+    if torch_file:  # an installed torch is skipped by name; this covers a source checkout
+        skipped.append(_directory(os.path.dirname(torch_file)))
+    libraries: set[str] = set()
+    with contextlib.suppress(Exception):  # site may be trimmed down (embedded interpreters)
+        libraries.update(site.getsitepackages())
+        libraries.add(site.getusersitepackages())
+    paths = sysconfig.get_paths()
+    libraries.update(paths[key] for key in ("purelib", "platlib") if key in paths)
+    libraries.update(
+        entry
+        for entry in sys.path
+        if os.path.basename(entry.rstrip(os.sep)) in ("site-packages", "dist-packages")
+    )
+    stdlib = {paths[key] for key in ("stdlib", "platstdlib") if key in paths}
+    stdlib.add(os.path.dirname(os.__file__))
+    return (
+        tuple(skipped),
+        tuple(sorted({_directory(p) for p in libraries if p}, key=len, reverse=True)),
+        tuple(_directory(p) for p in stdlib if p),
+    )
+
+
+def _kind(filename: str) -> tuple[int, str]:
+    known = _kinds.get(filename)
+    if known is not None:
+        return known
+    global _roots
+    if _roots is None:
+        _roots = _find_roots()
+    skipped, libraries, stdlib = _roots
+    path = os.path.abspath(filename) if not filename.startswith("<") else filename
+    kind: tuple[int, str] = (_USER, "")
+    if filename.startswith("<frozen") or path.startswith(skipped):
+        kind = (_SKIP, "")
+    else:
+        for root in (*libraries, *stdlib):
+            if path.startswith(root):
+                package = path[len(root) :].split(os.sep, 1)[0].removesuffix(".py")
+                if package == "torch" or package in _PLUMBING_MODULES:
+                    kind = (_SKIP, "")
+                elif root in libraries:
+                    kind = (_LIBRARY, package)
+                else:
+                    kind = (_STDLIB, "")
+                break
+    _kinds[filename] = kind
+    return kind
+
+
+def is_internal_file(filename: str) -> bool:
+    """Whether frames of ``filename`` are gradguard's, torch's or plumbing: never the user's."""
+    return _kind(filename)[0] == _SKIP
+
+
+def user_location(start: FrameType | None = None) -> tuple[FrameType | None, str]:
+    """The user's innermost frame, and the library the work happened inside ("" when none).
+
+    The user's frame is the innermost one that is not gradguard, torch, the standard library or
+    an installed third-party distribution; the script, its directory, editable installs and the
+    working tree are the user's. The library is the outermost third-party frame below it, as
+    ``"transformers GenerationMixin.generate"``. With no user frame at all (a library-only run),
+    the frame is the innermost one outside gradguard, torch and context plumbing, as before.
+    """
+    frame: FrameType | None = start if start is not None else sys._getframe(1)
+    fallback: FrameType | None = None
+    library = ""
+    while frame is not None:
+        kind, package = _kind(frame.f_code.co_filename)
+        if kind == _USER:
+            return frame, library
+        if kind != _SKIP and fallback is None:
+            fallback = frame
+        if kind == _LIBRARY:
+            code = frame.f_code
+            name = getattr(code, "co_qualname", code.co_name)
+            # A decorator's wrapper (a closure) says less than the method it wraps.
+            if "<" not in name or not library:
+                library = f"{package} {name}"
+        frame = frame.f_back
+    return fallback, ""
 
 
 def user_frame(start: FrameType | None = None) -> FrameType | None:
-    """The innermost frame that belongs to the user: not gradguard, torch or context plumbing."""
-    global _skip_cache
-    skip = _skip_cache
-    if skip is None:
-        skip = _skip_cache = _skipped_prefixes()
-    frame: FrameType | None = start if start is not None else sys._getframe(1)
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(skip) and not filename.startswith("<frozen"):
-            return frame
-        frame = frame.f_back
-    return None
+    """The innermost frame that belongs to the user (see :func:`user_location`)."""
+    return user_location(start if start is not None else sys._getframe(1))[0]
 
 
 def user_site(start: FrameType | None = None) -> tuple[str, int]:
@@ -202,6 +284,13 @@ def user_site(start: FrameType | None = None) -> tuple[str, int]:
     if frame is None:
         return ("<unknown>", 0)
     return (frame.f_code.co_filename, frame.f_lineno)
+
+
+def user_site_inside(start: FrameType | None = None) -> tuple[tuple[str, int], str]:
+    """:func:`user_site` and the library the work happened inside, as ``" (inside X)"`` or ""."""
+    frame, library = user_location(start if start is not None else sys._getframe(1))
+    site = ("<unknown>", 0) if frame is None else (frame.f_code.co_filename, frame.f_lineno)
+    return site, f" (inside {library})" if library else ""
 
 
 def _allowed_counts() -> dict[str, int]:

@@ -28,12 +28,11 @@ def end_at_user_frame(tb: TracebackType | None) -> None:
     A finding is raised from inside gradguard's hooks and wrappers, called by PyTorch; the
     program's line is what matters. The chained PyTorch error keeps its own traceback.
     """
-    skip = _findings._skipped_prefixes()
     last = None
     node = tb
     while node is not None:
         name = node.tb_frame.f_code.co_filename
-        if not name.startswith(skip) and not name.startswith("<frozen"):
+        if not _findings.is_internal_file(name):
             last = node
         node = node.tb_next
     if last is not None:

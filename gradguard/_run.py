@@ -106,11 +106,18 @@ def main(namespace: argparse.Namespace) -> int:
         # Read by the findings channel wherever a check runs, in child processes too.
         os.environ["GRADGUARD_STRICT"] = "1"
 
-    from gradguard import _watchdog
+    from gradguard._watchdog import _deferred, _processes
 
     width = _output.terminal_width()
     restore_warnings = _output.short_live_warnings(width)
-    handle = _watchdog.watch(strict=True if strict else None, deep=namespace.deep)
+    # Children first, so that a process started as the script imports torch is collected too.
+    try:
+        _processes.collect_children(deep=namespace.deep, strict=True if strict else None)
+    except OSError as error:  # the script still runs, watched in this process only
+        print(f"{PROG}: child processes will not be watched: {error}", file=sys.stderr)
+    handle = _deferred.watch_when_torch_imported(
+        strict=True if strict else None, deep=namespace.deep
+    )
     status = _execute(target)
     _wait_for_threads()
     try:
@@ -121,7 +128,7 @@ def main(namespace: argparse.Namespace) -> int:
     except Exception as error:  # the summary must still print
         print(f"{PROG}: stopping the watchdog failed: {error!r}", file=sys.stderr)
 
-    found = _findings.findings()
+    found = _processes.gather(_findings.findings())
     if strict and found and status == 0:
         # The script caught the GradGuardError (or the finding came at exit): still a failure.
         status = 1
@@ -270,8 +277,10 @@ def _wait_for_threads() -> None:
 
 
 NOT_DEEP_HINT = (
-    "  (default level: models are seen through train()/eval()/to()/load_state_dict(), "
-    "optimizer steps and gradguard scopes; --deep also sees models that are only ever called)\n"
+    "  (default level: a model is watched from its construction or unpickling once gradients "
+    "go off or an optimizer steps, and from any train()/eval()/to()/load_state_dict() or "
+    "gradguard scope; --deep watches every module call, which also sees a model only ever "
+    "called with gradients on)\n"
 )
 
 
@@ -285,7 +294,8 @@ def format_summary(
     """The stderr summary: one block per finding (code, check, file:line, count, fix).
 
     A clean run at the default level says what the watchdog could see, since a model that is
-    built and only ever called (never train()/eval()/to()/load_state_dict()) is invisible there.
+    only ever called with gradients on (never switched, stepped or run with gradients off) is
+    invisible there.
     With ``width``, every line is wrapped to it (paths are never broken).
     """
     who = f"gradguard [rank {rank}]" if rank is not None else "gradguard"
@@ -298,8 +308,15 @@ def format_summary(
         return f"{who}: no findings\n" + "\n".join(hint) + "\n"
     total = len(found)
     lines = [f"{who}: {total} finding{'s' if total != 1 else ''}"]
+    from gradguard._watchdog._processes import process_name
+
+    # Processes are named only when some finding came from a process the program started.
+    this = process_name()
+    several = any(name != this for finding in found for name in finding.processes)
     for finding in found:
         times = "1 time" if finding.count == 1 else f"{finding.count} times"
+        if several:
+            times += ", in " + ", ".join(finding.processes)
         head = f"{finding.code} {finding.check} at {finding.filename}:{finding.lineno} ({times})"
         lines += _output.wrap(head, width, "  ", "      ")
         for text in finding.message.splitlines():
@@ -310,9 +327,11 @@ def format_summary(
 
 
 def findings_json(found: Sequence[_findings.Finding]) -> dict[str, list[dict[str, Any]]]:
-    """The ``--json`` document: ``{"findings": [{code, check, message, file, line, count, fix}]}``.
+    """The ``--json`` document: ``{"findings": [{code, check, message, file, line, count, fix,
+    processes}]}``.
 
-    ``file`` is the code location's file name as Python reports it, ``line`` and ``count`` ints.
+    ``file`` is the code location's file name as Python reports it, ``line`` and ``count`` ints
+    (summed over processes), ``processes`` the names of the processes it happened in.
     """
     return {
         "findings": [
@@ -324,6 +343,7 @@ def findings_json(found: Sequence[_findings.Finding]) -> dict[str, list[dict[str
                 "line": int(f.lineno),
                 "count": int(f.count),
                 "fix": f.fix,
+                "processes": list(f.processes),
             }
             for f in found
         ]

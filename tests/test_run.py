@@ -167,7 +167,7 @@ def test_summary_lists_each_finding_with_code_check_site_count_and_fix(tmp_path:
 
 
 def test_json_file_follows_the_documented_schema(tmp_path: Path) -> None:
-    """--json FILE writes {"findings": [{code, check, message, file, line, count, fix}]}."""
+    """--json FILE writes {"findings": [{code, check, message, file, line, count, fix, ...}]}."""
     write(tmp_path, "train.py", SCOPE_MISTAKE)
     out = tmp_path / "reports" / "findings.json"
     out.parent.mkdir()
@@ -184,6 +184,7 @@ def test_json_file_follows_the_documented_schema(tmp_path: Path) -> None:
         "line": MISTAKE_LINE,
         "count": 3,
         "fix": finding["fix"],
+        "processes": ["MainProcess"],
     }
     assert "back to training mode" in finding["message"]
     assert finding["fix"].startswith("move model.train()")
@@ -267,7 +268,7 @@ def test_findings_from_threads_are_summarised_after_they_finish(tmp_path: Path) 
 
 
 def test_deep_sees_a_model_the_default_level_cannot(tmp_path: Path) -> None:
-    """A model never switched, moved or stepped is seen only with --deep (global module hooks)."""
+    """Put in eval by writing its flags, only ever called with grad on: seen only with --deep."""
     write(
         tmp_path,
         "score.py",
@@ -275,17 +276,19 @@ def test_deep_sees_a_model_the_default_level_cannot(tmp_path: Path) -> None:
         import torch
 
         model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout())
-        with torch.no_grad():
-            model(torch.randn(2, 4))
+        for module in model.modules():
+            module.training = False
+        score = model(torch.randn(2, 4)).sum()
+        del score
         """,
     )
     default = gradguard_run("score.py", cwd=tmp_path)
     assert default.returncode == 0, default.stderr
-    assert default.stderr == CLEAN  # and the hint that --deep sees models only ever called
+    assert default.stderr == CLEAN  # and the hint that --deep watches every module call
     deep = gradguard_run("--deep", "score.py", cwd=tmp_path)
     assert deep.returncode == 0, deep.stderr
-    site = f"{tmp_path / 'score.py'}:5"
-    expected = f"gradguard: 1 finding\n  GG002 train-mode-without-grad at {site} (1 time)"
+    site = f"{tmp_path / 'score.py'}:6"
+    expected = f"gradguard: 1 finding\n  GG001 graph-in-inference at {site} (1 time)"
     assert expected in deep.stderr
 
 
@@ -415,3 +418,44 @@ def test_version_and_unknown_command(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bogus.returncode == 2
     assert "unknown command '--bogus'; choose from run, bench" in bogus.stderr
+
+
+def test_a_script_that_never_imports_torch_runs_without_torch(tmp_path: Path) -> None:
+    """No torch in sys.modules at the end of a script that never imports it."""
+    write(
+        tmp_path,
+        "plain.py",
+        """\
+        import atexit, sys
+        atexit.register(lambda: print("torch loaded:", "torch" in sys.modules, flush=True))
+        print(sum(range(10)))
+        """,
+    )
+    result = gradguard_run("plain.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "45\ntorch loaded: False\n"
+    assert result.stderr.startswith("gradguard: no findings\n")
+
+
+def test_a_script_importing_torch_late_is_still_watched(tmp_path: Path) -> None:
+    """The watchdog is installed when the script first imports torch, inside a function."""
+    write(
+        tmp_path,
+        "late.py",
+        """\
+        import sys
+        assert "torch" not in sys.modules
+
+        def train():
+            import torch
+
+            model = torch.nn.Linear(2, 2)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            optimizer.step()  # no backward: GG005
+
+        train()
+        """,
+    )
+    result = gradguard_run("late.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"  GG005 step-without-gradients at {tmp_path / 'late.py'}:9 (1 time)\n" in result.stderr

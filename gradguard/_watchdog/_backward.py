@@ -28,14 +28,16 @@ def _explain(error: RuntimeError, tensors: Any) -> None:
         where = "under torch.inference_mode(), so it can never have a graph"
     else:
         where = "while gradients are disabled " + describe_grad_disabled()
+    site, inside = _findings.user_site_inside()
     try:
         report(
             "backward-without-grad",
-            f"backward() failed because the loss was computed {where}; PyTorch only says "
+            f"backward(){inside} failed because the loss was computed {where}; PyTorch only says "
             f"{str(error).splitlines()[0]!r}",
             "compute the loss with gradients enabled: run the training step outside the "
             "torch.no_grad()/inference_mode() block, or turn gradients back on with "
             "torch.set_grad_enabled(True) after the evaluation that disabled them",
+            site,
         )
     except _findings.GradGuardError as explained:
         raise explained from error

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from gradguard import _findings
+from gradguard._watchdog import _built
 from gradguard._watchdog._common import is_compiling, local
 
 
@@ -17,12 +18,17 @@ def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
 
     def __init__(self: Any, mode: bool) -> None:
         original(self, mode)
-        if is_compiling():
-            return
         try:
             caller = sys._getframe(1)
+            if not mode and _built.built and not is_compiling():
+                # Gradients going off is where a model only ever called starts to matter.
+                _built.on_grad_disabled(caller)
             if caller.f_globals.get("__name__", "").startswith("torch."):
-                return  # torch.no_grad()/enable_grad() switching on enter and exit: scoped
+                # torch.no_grad()/enable_grad() on enter and exit, Optimizer.step's own switch:
+                # scoped, nothing to remember (and no is_compiling() to ask on every step).
+                return
+            if is_compiling():
+                return
             if mode:
                 local.disabled_by = None
                 local.disabled_at = None

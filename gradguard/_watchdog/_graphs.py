@@ -16,19 +16,20 @@ from gradguard._watchdog._common import model_name, report
 _METADATA_KEY = "gradguard.graph_use"
 
 # Graphs freed unused, reported at the next safe point: a finalizer must not raise or warn.
-pending: list[tuple[str, str, tuple[str, int]]] = []
+pending: list[tuple[str, str, tuple[str, int], str]] = []
 
 
 class _GraphUse:
     """Lives in the metadata of a forward's output nodes: dies with the graph, knows if used."""
 
-    __slots__ = ("__weakref__", "armed", "model", "site", "used")
+    __slots__ = ("__weakref__", "armed", "inside", "model", "site", "used")
     # Reached through the class, so a finalizer run at interpreter exit still finds it.
-    sink: ClassVar[list[tuple[str, str, tuple[str, int]]]] = pending
+    sink: ClassVar[list[tuple[str, str, tuple[str, int], str]]] = pending
 
-    def __init__(self, model: str, site: tuple[str, int]) -> None:
+    def __init__(self, model: str, site: tuple[str, int], inside: str) -> None:
         self.model = model
         self.site = site
+        self.inside = inside
         self.used = False
         self.armed = True
 
@@ -39,7 +40,7 @@ class _GraphUse:
         if self.armed and not self.used:
             self.armed = False
             # No warning or exception from a finalizer: queue it for the next safe point.
-            self.sink.append(("graph-in-inference", self.model, self.site))
+            self.sink.append(("graph-in-inference", self.model, self.site, self.inside))
 
 
 graphs: weakref.WeakSet[_GraphUse] = weakref.WeakSet()
@@ -65,21 +66,24 @@ def track_graph(module: nn.Module, output: Any) -> None:
     nodes = [node for node in _output_nodes(output) if _METADATA_KEY not in node.metadata]
     if not nodes or _findings.is_allowed("graph-in-inference"):
         return
-    use = _GraphUse(model_name(module), _findings.user_site(sys._getframe(1)))
+    site, inside = _findings.user_site_inside(sys._getframe(1))
+    use = _GraphUse(model_name(module), site, inside)
     for node in nodes:
         node.metadata[_METADATA_KEY] = use
         node.register_prehook(use.mark_used)
     graphs.add(use)
 
 
-def _graph_message(model: str, site: tuple[str, int], still_alive: bool) -> tuple[str, str]:
+def _graph_message(
+    model: str, site: tuple[str, int], inside: str, still_alive: bool
+) -> tuple[str, str]:
     fate = (
         "was still alive and unused when the watchdog was removed"
         if still_alive
         else "was freed without being used by backward or torch.autograd.grad"
     )
     return (
-        f"{model} is in eval mode and ran forward at {site[0]}:{site[1]} with gradients "
+        f"{model} is in eval mode and ran forward at {site[0]}:{site[1]}{inside} with gradients "
         f"enabled; the autograd graph it built {fate}, so it only cost memory and time "
         "(a forgotten torch.no_grad(), or an eval output accumulated into a running total)",
         "wrap the evaluation in `with torch.no_grad():` (or `with gradguard.evaluating(model):`), "
@@ -93,10 +97,10 @@ def flush_pending() -> None:
     """Report the graphs found freed unused since the last safe point."""
     while pending:
         try:
-            check, model, site = pending.pop(0)
+            check, model, site, inside = pending.pop(0)
         except IndexError:  # another thread took it
             return
-        message, fix = _graph_message(model, site, still_alive=False)
+        message, fix = _graph_message(model, site, inside, still_alive=False)
         report(check, message, fix, site)
 
 
@@ -106,11 +110,11 @@ def report_unused_graphs(strict: bool | None) -> None:
     for use in list(graphs):
         use.armed = False
     graphs.clear()
-    reports: list[tuple[str, tuple[str, int], bool]] = []
+    reports: list[tuple[str, tuple[str, int], str, bool]] = []
     while pending:
-        _check, model, site = pending.pop(0)
-        reports.append((model, site, False))
-    reports.extend((use.model, use.site, True) for use in alive)
-    for model, site, still_alive in reports:
-        message, fix = _graph_message(model, site, still_alive)
+        _check, model, site, inside = pending.pop(0)
+        reports.append((model, site, inside, False))
+    reports.extend((use.model, use.site, use.inside, True) for use in alive)
+    for model, site, inside, still_alive in reports:
+        message, fix = _graph_message(model, site, inside, still_alive)
         _findings.report("graph-in-inference", message, fix, site=site, strict=strict)

@@ -14,7 +14,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.hooks import RemovableHandle
 
 from gradguard import _config, _findings, _state
-from gradguard._watchdog import _graphs, _reach
+from gradguard._watchdog import _built, _graphs, _reach
 from gradguard._watchdog._backward import explaining
 from gradguard._watchdog._common import handles, local, lock, status, strict
 from gradguard._watchdog._grad_switch import forgetting, remembering_init
@@ -188,7 +188,9 @@ def _install() -> None:
     }
     try:
         for name, original in originals.items():
-            _patch(nn.Module, name, _reach.noting(original))
+            wrap = _reach.noting_train if name == "train" else _reach.noting
+            _patch(nn.Module, name, wrap(original))
+        _patch(nn.Module, "__setstate__", _built.unpickling(nn.Module.__dict__["__setstate__"]))
         _patch(torch.Tensor, "backward", explaining(torch.Tensor.backward))
         _patch(torch.autograd, "backward", explaining(torch.autograd.backward))
         # Methods of the class, not the class itself: torch.compile recognises
@@ -197,6 +199,8 @@ def _install() -> None:
         _patch(switch, "__init__", remembering_init(switch.__dict__["__init__"]))
         _patch(switch, "__exit__", forgetting(switch.__dict__["__exit__"]))
         _patch(switch, "__call__", forgetting(switch.__dict__["__call__"]))
+        inference = torch.autograd.grad_mode.inference_mode
+        _patch(inference, "__enter__", _built.entering_inference(inference.__dict__["__enter__"]))
         module_hooks = nn.modules.module
         _global_hooks.append(register_optimizer_step_pre_hook(optimizer_step_pre_hook))
         _global_hooks.append(
@@ -204,6 +208,13 @@ def _install() -> None:
         )
         _global_hooks.append(
             module_hooks.register_module_module_registration_hook(_reach.on_module_registered)
+        )
+        # A model only ever called is seen from its construction (see _built).
+        _global_hooks.append(
+            module_hooks.register_module_parameter_registration_hook(_built.on_registered)
+        )
+        _global_hooks.append(
+            module_hooks.register_module_module_registration_hook(_built.on_registered)
         )
         _state.tree_listener = _reach.on_new_tree
         status.installed = True
@@ -223,6 +234,7 @@ def _uninstall(strict: bool | None = None) -> None:
     while _global_hooks:
         _global_hooks.pop().remove()
     _reach.forget_all()
+    _built.forget_all()
     local.__dict__.clear()
     status.installed = False
     optimizer_cache.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from gradguard import _findings
-from gradguard._watchdog import _graphs, _reach
+from gradguard._watchdog import _built, _graphs, _reach
 from gradguard._watchdog._common import is_compiling, model_name, report, status
 from gradguard._watchdog._grad_switch import describe_grad_disabled
 from gradguard._watchdog._train_mode import mode_dependent, mode_dependent_layers
@@ -18,17 +19,26 @@ from gradguard._watchdog._train_mode import mode_dependent, mode_dependent_layer
 class _OptimizerView:
     """Which watched models own an optimizer's parameters (cached until something changes)."""
 
-    __slots__ = ("all_owned", "key", "roots")
+    __slots__ = ("all_owned", "grad_at", "key", "roots")
 
     def __init__(self, key: tuple[int, ...]) -> None:
         self.key = key
         self.roots: list[tuple[weakref.ref[nn.Module], list[torch.Tensor]]] = []
         self.all_owned = False
+        # (group, index) of the parameter that had a gradient at the last step: looked at first,
+        # so a step that fine-tunes a head behind a frozen backbone does not scan the backbone.
+        self.grad_at = (0, 0)
 
 
-optimizer_cache: weakref.WeakKeyDictionary[torch.optim.Optimizer, _OptimizerView] = (
-    weakref.WeakKeyDictionary()
-)
+# id(optimizer) -> (weak reference, view). Not a WeakKeyDictionary: its lookup makes a weak
+# reference on every step.
+optimizer_cache: dict[int, tuple[weakref.ref[torch.optim.Optimizer], _OptimizerView]] = {}
+
+
+def _forget_optimizer(key: int, ref: weakref.ref[torch.optim.Optimizer]) -> None:
+    entry = optimizer_cache.get(key)
+    if entry is not None and entry[0] is ref:
+        del optimizer_cache[key]
 
 
 def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -36,11 +46,14 @@ def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 
 def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
-    count = sum(len(group["params"]) for group in optimizer.param_groups)
-    key = (status.models_version, status.structure, len(optimizer.param_groups), count)
-    view = optimizer_cache.get(optimizer)
-    if view is not None and view.key == key:
-        return view
+    groups = optimizer.param_groups
+    count = 0
+    for group in groups:
+        count += len(group["params"])
+    key = (status.models_version, status.structure, len(groups), count)
+    entry = optimizer_cache.get(id(optimizer))
+    if entry is not None and entry[1].key == key and entry[0]() is optimizer:
+        return entry[1]
     params = _optimizer_params(optimizer)
     for param in params:
         root = _reach.root_of_parameter(param)
@@ -65,8 +78,25 @@ def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
             view.roots.append((weakref.ref(model), stepped))
             owned.update(id(p) for p in stepped)
     view.all_owned = all(id(p) in owned for p in params)
-    optimizer_cache[optimizer] = view
+    reference = weakref.ref(optimizer, functools.partial(_forget_optimizer, id(optimizer)))
+    optimizer_cache[id(optimizer)] = (reference, view)
     return view
+
+
+def _has_gradient(optimizer: torch.optim.Optimizer, view: _OptimizerView) -> bool:
+    """Whether some parameter of ``optimizer`` has a gradient (the last one found, first)."""
+    groups = optimizer.param_groups
+    group, index = view.grad_at
+    if group < len(groups):
+        params = groups[group]["params"]
+        if index < len(params) and params[index].grad is not None:
+            return True
+    for group, entry in enumerate(groups):
+        for index, param in enumerate(entry["params"]):
+            if param.grad is not None:
+                view.grad_at = (group, index)
+                return True
+    return False
 
 
 def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -75,6 +105,8 @@ def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs:
         return
     if _graphs.pending:
         _graphs.flush_pending()
+    if _built.built:
+        _built.note_built_safely()
     _check_step(optimizer, args, kwargs)
 
 
@@ -82,27 +114,21 @@ def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs:
 def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
     # args holds the optimizer itself first, then step's own arguments.
     closure = args[1] if len(args) > 1 else kwargs.get("closure")
-    if closure is None:
-        for group in optimizer.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    break
-            else:
-                continue
-            break
-        else:
-            why = "backward() was not called since zero_grad(), or it ran on a loss without a graph"
-            if not torch.is_grad_enabled():
-                why += f" (gradients are disabled {describe_grad_disabled()})"
-            report(
-                "step-without-gradients",
-                f"{type(optimizer).__name__}.step() ran while none of its parameters has a "
-                "gradient, so it changes nothing (plain SGD) or only applies weight decay and "
-                f"momentum: {why}",
-                "call loss.backward() before optimizer.step(), with gradients enabled",
-            )
-            return
     view = _view_of(optimizer)
+    if closure is None and not _has_gradient(optimizer, view):
+        why = "backward() was not called since zero_grad(), or it ran on a loss without a graph"
+        if not torch.is_grad_enabled():
+            why += f" (gradients are disabled {describe_grad_disabled()})"
+        site, inside = _findings.user_site_inside()
+        report(
+            "step-without-gradients",
+            f"{type(optimizer).__name__}.step(){inside} ran while none of its parameters has a "
+            "gradient, so it changes nothing (plain SGD) or only applies weight decay and "
+            f"momentum: {why}",
+            "call loss.backward() before optimizer.step(), with gradients enabled",
+            site,
+        )
+        return
     if not view.all_owned:
         return
     for ref, stepped in view.roots:
@@ -114,18 +140,22 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
         if not mode_dependent(model):
             continue  # eval mode changes nothing in this model: nothing to report
         name = model_name(model)
-        site = _reach.eval_sites.get(model)
-        if site is None:
+        eval_site = _reach.eval_sites.get(model)
+        if eval_site is None:
             switched = "switched to eval where the watchdog could not see it"
         else:
-            switched = f"switched to eval by {site.call} at {site.filename}:{site.lineno}"
-            if site.caller is not None:
-                switched += f", called from {site.caller[0]}:{site.caller[1]}"
+            switched = (
+                f"switched to eval by {eval_site.call} at {eval_site.filename}:{eval_site.lineno}"
+            )
+            if eval_site.caller is not None:
+                switched += f", called from {eval_site.caller[0]}:{eval_site.caller[1]}"
+        site, inside = _findings.user_site_inside()
         report(
             "eval-mode-training",
-            f"{type(optimizer).__name__}.step() is updating the parameters of {name}, which is "
-            f"in eval mode as a whole ({switched}), so while it trains its mode-dependent "
+            f"{type(optimizer).__name__}.step(){inside} is updating the parameters of {name}, "
+            f"which is in eval mode as a whole ({switched}), so while it trains its mode-dependent "
             f"layers run as in evaluation: {mode_dependent_layers(model, training=False)}",
             "call model.train() before the training steps (or evaluate with "
             "`with gradguard.evaluating(model):`, which puts the flags back)",
+            site,
         )

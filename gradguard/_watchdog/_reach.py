@@ -178,6 +178,66 @@ def _note_mode_switch(module: nn.Module, method: str, args: Any, kwargs: Any) ->
     eval_sites[module] = EvalSite(frame.f_code.co_filename, frame.f_lineno, call, caller)
 
 
+def noting_train(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``nn.Module.train`` that notes its outermost module and recurses without re-entering.
+
+    PyTorch's ``train()`` calls ``child.train(mode)`` for every child, so a plain wrapper would be
+    entered once per submodule. This one sets the flags of the whole tree itself, calling
+    ``train()`` only on a child whose class overrides it (which then reaches this wrapper through
+    ``super().train()`` and goes on from there), so a ``train()``/``eval()`` pair costs the same
+    whatever the model's size. The flags are set as PyTorch sets them: each module's own
+    ``training``, children deduplicated as ``children()`` does.
+    """
+    module_setattr = nn.Module.__setattr__
+    module_children = nn.Module.children
+
+    def set_tree(module: nn.Module, mode: bool) -> None:
+        cls = type(module)
+        if cls.__setattr__ is module_setattr:
+            # What Module.__setattr__ does for a plain attribute, without its lookups.
+            module.__dict__["training"] = mode
+        else:
+            module.training = mode
+        if cls.children is not module_children:
+            for child in module.children():
+                child.train(mode)
+            return
+        seen: set[int] = set()
+        for entry in module._modules.values():
+            if entry is None or id(entry) in seen:
+                continue
+            seen.add(id(entry))
+            if type(entry).train is train:
+                set_tree(entry, mode)
+            else:
+                entry.train(mode)
+
+    def train(self: nn.Module, mode: bool = True) -> nn.Module:
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        if getattr(local, "inside", False):
+            set_tree(self, mode)
+            return self
+        local.inside = True
+        try:
+            set_tree(self, mode)
+        finally:
+            local.inside = False
+        if _graphs.pending:
+            _graphs.flush_pending()
+        _note_mode_switch(self, "train", (mode,), {})
+        if id(self) not in models:
+            note_safely(self)
+        return self
+
+    train.__name__ = original.__name__
+    train.__qualname__ = original.__qualname__
+    train.__doc__ = original.__doc__
+    train.__wrapped__ = original  # type: ignore[attr-defined]
+    train._gradguard_wraps = original  # type: ignore[attr-defined]
+    return train
+
+
 def _forget_parameter(key: int, ref: weakref.ref[torch.Tensor]) -> None:
     entry = param_owner.get(key)
     if entry is not None and entry[0] is ref:
@@ -212,6 +272,11 @@ def root_of_parameter(param: torch.Tensor) -> nn.Module | None:
     module = entry[1]() if entry is not None and entry[0]() is param else None
     if module is None or not any(p is param for p in module._parameters.values()):
         return None
+    return root_of_module(module)
+
+
+def root_of_module(module: nn.Module) -> nn.Module:
+    """The outermost module ``module`` is registered in (itself when it has no known parent)."""
     seen = {id(module)}
     while True:
         parent_ref = module_parent.get(module)

@@ -107,14 +107,14 @@ def check_train_without_grad(module: nn.Module) -> None:
         return
     if _called_from_update_bn():
         return
-    site = _findings.user_site(sys._getframe(1))
+    site, inside = _findings.user_site_inside(sys._getframe(1))
     name = model_name(module)
     report(
         "train-mode-without-grad",
-        f"{name} is in training mode but ran forward at {site[0]}:{site[1]} with gradients "
-        f"disabled {describe_grad_disabled()}, so its mode-dependent layers ran as in training: "
-        f"{mode_dependent_layers(module, training=True)}. Either an evaluation forgot eval() "
-        "or training resumed with gradients still off",
+        f"{name} is in training mode but ran forward at {site[0]}:{site[1]}{inside} with "
+        f"gradients disabled {describe_grad_disabled()}, so its mode-dependent layers ran as in "
+        f"training: {mode_dependent_layers(module, training=True)}. Either an evaluation forgot "
+        "eval() or training resumed with gradients still off",
         "to evaluate, call model.eval() first (and model.train() after), or use "
         "`with gradguard.evaluating(model):`; to train, turn gradients back on; "
         "for an intended use (Monte-Carlo dropout, BatchNorm recalibration) wrap it in "
