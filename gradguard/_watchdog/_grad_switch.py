@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from gradguard import _findings
-from gradguard._watchdog._common import is_compiling, local
+from gradguard._watchdog._common import is_compiling, local, status
 
 
 def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
@@ -17,7 +17,7 @@ def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
 
     def __init__(self: Any, mode: bool) -> None:
         original(self, mode)
-        if is_compiling():
+        if is_compiling() or not status.installed:
             return
         try:
             caller = sys._getframe(1)

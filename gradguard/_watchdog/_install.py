@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import warnings
 from types import TracebackType
 from typing import Any
 
@@ -21,8 +22,8 @@ from gradguard._watchdog._grad_switch import forgetting, remembering_init
 from gradguard._watchdog._optimizer import optimizer_cache, optimizer_step_pre_hook
 from gradguard._watchdog._train_mode import mode_dependent_cache
 
-# (owner, attribute name, original value) of every patch, in the order applied.
-_patches: list[tuple[Any, str, Any]] = []
+# (owner, attribute name, original value, our value) of every patch, in the order applied.
+_patches: list[tuple[Any, str, Any, Any]] = []
 _global_hooks: list[RemovableHandle] = []
 _deep_hooks: list[RemovableHandle] = []
 
@@ -175,9 +176,23 @@ _set_grad_enabled_class = torch.autograd.grad_mode.set_grad_enabled
 
 
 def _patch(owner: Any, name: str, value: Any) -> None:
-    original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
-    _patches.append((owner, name, original))
+    original = vars(owner)[name]
+    _patches.append((owner, name, original, value))
     setattr(owner, name, value)
+
+
+def _unpatch() -> list[str]:
+    """Undo our patches, newest first; return those that other code has wrapped since."""
+    stuck = []
+    while _patches:
+        owner, name, original, ours = _patches.pop()
+        if vars(owner).get(name) is ours:
+            setattr(owner, name, original)
+        else:
+            # Another tool wrapped ours after watch(): putting the original back would remove
+            # its layer too. Ours stays under it and passes every call straight on.
+            stuck.append(f"{getattr(owner, '__module__', None) or owner.__name__}.{name}")
+    return stuck
 
 
 def _install() -> None:
@@ -189,8 +204,8 @@ def _install() -> None:
     try:
         for name, original in originals.items():
             _patch(nn.Module, name, _reach.noting(original))
-        _patch(torch.Tensor, "backward", explaining(torch.Tensor.backward))
-        _patch(torch.autograd, "backward", explaining(torch.autograd.backward))
+        _patch(torch.Tensor, "backward", explaining(torch.Tensor.backward, "self"))
+        _patch(torch.autograd, "backward", explaining(torch.autograd.backward, "tensors"))
         # Methods of the class, not the class itself: torch.compile recognises
         # torch.set_grad_enabled by identity, and traces it without calling __init__.
         switch = _set_grad_enabled_class
@@ -208,7 +223,7 @@ def _install() -> None:
         _state.tree_listener = _reach.on_new_tree
         status.installed = True
         for root in _state.known_roots():
-            _reach.note(root)
+            _reach.note_safely(root)
     except BaseException:
         _uninstall()
         raise
@@ -217,16 +232,22 @@ def _install() -> None:
 def _uninstall(strict: bool | None = None) -> None:
     _remove_deep()
     _state.tree_listener = None
-    while _patches:
-        owner, name, original = _patches.pop()
-        setattr(owner, name, original)
+    status.installed = False
+    stuck = _unpatch()
     while _global_hooks:
         _global_hooks.pop().remove()
-    _reach.forget_all()
+    stuck += _reach.forget_all()
     local.__dict__.clear()
-    status.installed = False
     optimizer_cache.clear()
     mode_dependent_cache.clear()
+    if stuck:
+        warnings.warn(
+            "gradguard.unwatch(): other code wrapped " + ", ".join(stuck) + " after watch(), so "
+            "gradguard's layer could not be taken out from under it without removing that code's "
+            "layer too; it stays there and passes every call straight on, checking nothing",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     _graphs.report_unused_graphs(strict)
 
 
