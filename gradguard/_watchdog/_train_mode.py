@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import weakref
 
+import torch
 from torch import nn
 
 from gradguard import _findings
@@ -18,7 +19,29 @@ mode_dependent_cache: weakref.WeakKeyDictionary[nn.Module, tuple[int, bool]] = (
 )
 
 
+def _compiled_behaves_differently_in_training(module: torch.jit.ScriptModule) -> bool:
+    """The same question for a ScriptModule, which keeps only its original class's name."""
+    if isinstance(module, torch.jit.TracedModule):
+        return False  # tracing fixed every mode-dependent branch as it was when traced
+    name = getattr(module, "original_name", "")
+    torch_class = getattr(nn, name, None)
+    if isinstance(torch_class, type) and issubclass(torch_class, nn.Module):
+        if issubclass(torch_class, nn.modules.batchnorm._NormBase):
+            return bool(getattr(module, "track_running_stats", True))
+        if issubclass(torch_class, nn.modules.dropout._DropoutNd):
+            return bool(getattr(module, "p", 1) > 0)
+        if issubclass(torch_class, (nn.RNNBase, nn.MultiheadAttention)):
+            return bool(getattr(module, "dropout", 1))
+        return False
+    try:
+        return "training" in module.code
+    except Exception:  # a module without a forward has no code, and no mode
+        return False
+
+
 def _behaves_differently_in_training(module: nn.Module) -> bool:
+    if isinstance(module, torch.jit.ScriptModule):
+        return _compiled_behaves_differently_in_training(module)
     if isinstance(module, nn.modules.batchnorm._NormBase):
         return bool(module.track_running_stats)
     if isinstance(module, nn.modules.dropout._DropoutNd):
