@@ -9,6 +9,7 @@ findings goes to stderr, and ``--json FILE`` writes them as JSON.
 from __future__ import annotations
 
 import argparse
+import atexit
 import builtins
 import importlib.machinery
 import io
@@ -110,7 +111,7 @@ def main(namespace: argparse.Namespace) -> int:
 
     handle = _watchdog.watch(strict=True if strict else None, deep=namespace.deep)
     status = _execute(target)
-    _wait_for_threads()
+    _shut_down_like_python()
     try:
         handle.close()
     except _findings.GradGuardError as error:
@@ -247,6 +248,26 @@ def _print_exception(
     except Exception:  # a broken custom hook: fall back to the default rendering
         traceback.print_exception(exc_type, value, tb)
     sys.stderr.flush()
+
+
+def _shut_down_like_python() -> None:
+    """Do what the interpreter does once ``__main__`` ends, in its order, before our summary.
+
+    First the ``threading._register_atexit`` callbacks (``concurrent.futures`` uses them to
+    stop the idle workers of every executor never shut down, the default executor of an event
+    loop included), then join the non-daemon threads, then the ``atexit`` functions: work done
+    by any of them is watched, and a pool that python would stop never hangs the run.
+    """
+    callbacks = getattr(threading, "_threading_atexits", [])
+    pending = list(callbacks)
+    callbacks.clear()  # python calls each once
+    for callback in reversed(pending):
+        try:
+            callback()
+        except BaseException:  # python reports these and goes on shutting down
+            _print_exception(*sys.exc_info())
+    _wait_for_threads()
+    atexit._run_exitfuncs()
 
 
 def _wait_for_threads() -> None:

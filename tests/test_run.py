@@ -415,3 +415,61 @@ def test_version_and_unknown_command(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bogus.returncode == 2
     assert "unknown command '--bogus'; choose from run, bench" in bogus.stderr
+
+
+EXECUTOR_SCRIPTS = {
+    "library-executor": """\
+        import concurrent.futures, sys, types
+        # A library that keeps a process-wide pool, never shut down.
+        library = types.ModuleType("library")
+        library.POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+        sys.modules["library"] = library
+        print(library.POOL.submit(sum, [1, 2, 3]).result(), flush=True)
+        """,
+    "event-loop-default-executor": """\
+        import asyncio
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        print(loop.run_until_complete(loop.run_in_executor(None, sum, [1, 2, 3])), flush=True)
+        """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXECUTOR_SCRIPTS))
+def test_script_leaving_an_executor_alive_ends_as_under_python(tmp_path: Path, name: str) -> None:
+    """An executor never shut down stops at exit as under python; summary and JSON are written."""
+    write(tmp_path, "job.py", EXECUTOR_SCRIPTS[name])
+    plain = subprocess.run(
+        [sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert (plain.returncode, plain.stdout) == (0, "6\n")
+    watched = gradguard_run("--json", "out.json", "job.py", cwd=tmp_path)
+    assert (watched.returncode, watched.stdout) == (0, "6\n"), watched.stderr
+    assert watched.stderr.endswith(CLEAN)
+    assert json.loads((tmp_path / "out.json").read_text()) == {"findings": []}
+
+
+def test_exit_time_work_is_watched_in_pythons_order(tmp_path: Path) -> None:
+    """Thread-exit callbacks, then thread joins, then atexit run before the summary, in order."""
+    write(
+        tmp_path,
+        "job.py",
+        """\
+        import atexit, threading, time
+
+        def worker():
+            time.sleep(0.2)
+            print("thread joined", flush=True)
+
+        threading._register_atexit(lambda: print("threading atexit", flush=True))
+        atexit.register(lambda: print("atexit", flush=True))
+        threading.Thread(target=worker).start()
+        """,
+    )
+    plain = subprocess.run(
+        [sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    watched = gradguard_run("job.py", cwd=tmp_path)
+    assert plain.stdout == "threading atexit\nthread joined\natexit\n"
+    assert (watched.returncode, watched.stdout) == (0, plain.stdout), watched.stderr
+    assert watched.stderr.endswith(CLEAN)
