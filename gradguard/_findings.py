@@ -266,12 +266,22 @@ def report(
             _records.append(record)
         else:
             record.count += 1
-    if check in _ALWAYS_ERRORS or (_config.is_strict() if strict is None else strict):
+    if check in _ALWAYS_ERRORS or (_strict_now() if strict is None else strict):
         raise GradGuardError(replace(record))
     if first:
         category = WARNING_CLASSES.get(check, GradGuardWarning)
         warnings.warn_explicit(format_finding(record), category, filename, lineno)
     return record
+
+
+def _strict_now() -> bool:
+    # GRADGUARD_STRICT is validated where it is first used (watch(), the pytest plugin, gradguard
+    # run); a value made invalid later must not turn a finding into a ValueError in the user's
+    # forward or a scope's exit: the finding warns.
+    try:
+        return _config.is_strict()
+    except ValueError:
+        return False
 
 
 def findings() -> list[Finding]:
@@ -333,11 +343,13 @@ def pop_allowed(names: tuple[str, ...]) -> None:
             counts.pop(name, None)
 
 
-def fail_open(where: str) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
+def fail_open(
+    where: str, strict: Callable[[], bool | None] | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
     """Decorate an internal check so that an error inside it never breaks the user's code.
 
-    The error is reported once as an :class:`InternalCheckWarning` (raised when strict) and the
-    check returns None.
+    The error is reported once as an :class:`InternalCheckWarning` (raised when strict: ``strict``
+    gives the owner's own setting, such as ``watch(strict=...)``) and the check returns None.
     """
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R | None]:
@@ -352,6 +364,7 @@ def fail_open(where: str) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
                     f"gradguard's {where} check failed internally and was skipped: "
                     f"{type(error).__name__}: {error}",
                     "nothing to change in your code; please report this to gradguard",
+                    strict=strict() if strict is not None else None,
                 )
                 return None
 

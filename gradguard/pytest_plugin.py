@@ -78,7 +78,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     warn = bool(config.getoption("gradguard_warn") or config.getini("gradguard_warn"))
     if warn or config.getoption("gradguard") or config.getini("gradguard"):
-        config.pluginmanager.register(_GradGuardSession(warn=warn), PLUGIN_NAME)
+        try:
+            session = _GradGuardSession(warn=warn)
+        except ValueError as error:  # an invalid GRADGUARD_STRICT/GRADGUARD_WATCH
+            raise pytest.UsageError(f"gradguard: {error}") from None
+        config.pluginmanager.register(session, PLUGIN_NAME)
 
 
 @dataclass

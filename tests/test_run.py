@@ -45,6 +45,7 @@ MISTAKE_LINE = 7
 
 CLEAN = "gradguard: no findings\n" + NOT_DEEP_HINT
 
+
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,9 +127,7 @@ def test_exit_status_is_the_scripts_own_and_summary_still_prints(
 ) -> None:
     """sys.exit codes and uncaught exceptions give python's status; the summary prints anyway."""
     write(tmp_path, "job.py", body)
-    plain = subprocess.run(
-        [sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True
-    )
+    plain = subprocess.run([sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True)
     watched = gradguard_run("job.py", cwd=tmp_path)
     assert plain.returncode == status
     assert watched.returncode == status
@@ -140,9 +139,7 @@ def test_exit_status_is_the_scripts_own_and_summary_still_prints(
 def test_uncaught_exception_traceback_starts_in_the_script(tmp_path: Path) -> None:
     """The traceback is python's own, with no gradguard or runpy frames in front of the script's."""
     write(tmp_path, "job.py", "def train():\n    raise ValueError('diverged')\n\ntrain()\n")
-    plain = subprocess.run(
-        [sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True
-    )
+    plain = subprocess.run([sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True)
     watched = gradguard_run("job.py", cwd=tmp_path)
     assert watched.returncode == 1
     traceback_text = watched.stderr.split("gradguard: no findings")[0]
@@ -210,9 +207,7 @@ def test_strict_stops_at_the_first_finding_with_nonzero_status(tmp_path: Path, h
     assert "finished" not in result.stdout
     assert "gradguard.GradGuardError: GG006 scope-state-changed" in result.stderr
     assert f'File "{tmp_path / "train.py"}", line {MISTAKE_LINE}, in <module>' in result.stderr
-    assert result.stderr.endswith(
-        "the scope restores the training flags itself\n"
-    )
+    assert result.stderr.endswith("the scope restores the training flags itself\n")
     site = f"{tmp_path / 'train.py'}:{MISTAKE_LINE}"
     assert f"  GG006 scope-state-changed at {site} (1 time)\n" in result.stderr
 

@@ -903,7 +903,14 @@ def test_scopes_keep_their_fast_path_while_watching(watched: gradguard.WatchHand
         assert not any(m.training for m in model.modules())
     assert _state.tree_of((model,)).all_plain
     assert [m.training for m in model.modules()] == [
-        True, True, True, False, True, True, True, True,
+        True,
+        True,
+        True,
+        False,
+        True,
+        True,
+        True,
+        True,
     ]
     assert model in _watchdog.known_models()
 
@@ -993,3 +1000,30 @@ def test_compiled_code_may_switch_gradients_while_watching(watched: gradguard.Wa
     assert torch.set_grad_enabled is torch.autograd.grad_mode.set_grad_enabled
     assert not features(batch()).requires_grad
     torch._dynamo.reset()
+
+
+class Interruptible(Net):
+    """A Net whose forward is interrupted (Ctrl-C) while ``interrupt`` is set."""
+
+    interrupt = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.interrupt:
+            raise KeyboardInterrupt
+        return super().forward(x)
+
+
+def test_keyboard_interrupt_in_a_forward_does_not_blind_the_thread(
+    watched: gradguard.WatchHandle,
+) -> None:
+    """A Ctrl-C caught inside a watched forward: the next forward is still checked (GG002)."""
+    model = Interruptible()
+    model.train()
+    model.interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        model(batch())
+    model.interrupt = False
+    with pytest.warns(gradguard.TrainModeWithoutGradWarning), torch.no_grad():
+        line = here() + 1
+        model(batch())
+    assert codes() == [("GG002", line)]

@@ -1,4 +1,4 @@
-"""GG003's wrappers of Tensor.backward and torch.autograd.backward take exactly what PyTorch takes."""
+"""GG003's wrappers of Tensor.backward and autograd.backward take exactly what PyTorch takes."""
 
 from __future__ import annotations
 

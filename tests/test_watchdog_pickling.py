@@ -20,7 +20,7 @@ import gradguard
 from gradguard import _watchdog
 
 # A model module of the user's own, importable by a fresh interpreter that has no gradguard.
-MODEL_SOURCE = '''
+MODEL_SOURCE = """
 import torch
 from torch import nn
 
@@ -36,11 +36,11 @@ class LanguageModel(nn.Module):
     def forward(self, tokens):
         out, _ = self.rnn(self.drop(self.encoder(tokens)))
         return self.decoder(self.drop(out))
-'''
+"""
 
 # Trains two steps, evaluates, and saves the model and its state_dict in every usual way; the
 # same whether watched or not. argv: output folder.
-TRAIN_AND_SAVE = '''
+TRAIN_AND_SAVE = """
 import copy, pickle, sys
 import torch
 from netdef import LanguageModel
@@ -70,10 +70,10 @@ with torch.serialization.safe_globals([LanguageModel, torch.nn.Embedding, torch.
                                        torch.nn.Dropout, torch.nn.Linear]):
     torch.load(out + "/model.pt", weights_only=True)
 print("saved")
-'''
+"""
 
 # Loads every file in a fresh interpreter that cannot import gradguard.
-LOAD_WITHOUT_GRADGUARD = '''
+LOAD_WITHOUT_GRADGUARD = """
 import importlib.util, pickle, sys
 assert importlib.util.find_spec("gradguard") is None, "gradguard is importable"
 import torch
@@ -93,7 +93,7 @@ with torch.serialization.safe_globals([LanguageModel, torch.nn.Embedding, torch.
 for m in model.modules():
     assert not m._forward_pre_hooks and not m._forward_hooks, m
 print("loaded")
-'''
+"""
 
 FILES = ("model.pt", "state.pt", "checkpoint.pt", "model.pickle", "deepcopy.pt")
 

@@ -1,4 +1,4 @@
-"""The watchdog and TorchScript: scripted and traced modules are watched, and script as unwatched."""
+"""The watchdog and TorchScript: ScriptModules are watched, and models script as unwatched."""
 
 from __future__ import annotations
 
@@ -99,11 +99,10 @@ def test_script_modules_switch_modes_and_scopes_without_internal_errors(compile_
 def test_watch_after_a_scope_over_a_scripted_module_installs() -> None:
     """watch() while a scope holds a ScriptModule installs cleanly and watches it."""
     scripted = script(Net())
-    with gradguard.evaluating(scripted):
-        with gradguard.watch():
-            assert _watchdog.is_watching()
-            assert scripted in _watchdog.known_models()
-            scripted(batch())
+    with gradguard.evaluating(scripted), gradguard.watch():
+        assert _watchdog.is_watching()
+        assert scripted in _watchdog.known_models()
+        scripted(batch())
     assert gradguard.findings() == []
     assert scripted.training
 

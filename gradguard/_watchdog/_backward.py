@@ -9,13 +9,13 @@ from typing import Any
 import torch
 
 from gradguard import _findings
-from gradguard._watchdog._common import is_compiling, report, status
+from gradguard._watchdog._common import fail_open, is_compiling, report, status
 from gradguard._watchdog._grad_switch import describe_grad_disabled
 
 _NO_GRAD_ERROR = "does not require grad"
 
 
-@_findings.fail_open("backward-without-grad")
+@fail_open("backward-without-grad")
 def _explain(error: RuntimeError, tensors: Any) -> None:
     """Raise GG003 chained to ``error`` when gradients being off explains it; else return."""
     if isinstance(error, _findings.GradGuardError) or _NO_GRAD_ERROR not in str(error):

@@ -104,6 +104,8 @@ def watch(*, strict: bool | None = None, deep: bool = False) -> WatchHandle:
 
     Raises:
         TypeError: ``strict`` is not a bool or None, or ``deep`` is not a bool.
+        ValueError: ``GRADGUARD_STRICT`` holds something other than a known spelling (checked
+            now, so that no finding later fails on it).
 
     Example:
         >>> import torch, gradguard
@@ -116,6 +118,7 @@ def watch(*, strict: bool | None = None, deep: bool = False) -> WatchHandle:
         raise TypeError(f"watch(strict=...) takes True, False or None, not {strict!r}")
     if not isinstance(deep, bool):
         raise TypeError(f"watch(deep=...) takes True or False, not {deep!r}")
+    _config.is_strict()  # raises ValueError for an invalid GRADGUARD_STRICT, before installing
     with lock:
         handle = WatchHandle(strict, deep)
         if not status.installed:

@@ -8,9 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradguard import _findings
 from gradguard._watchdog import _graphs, _reach
-from gradguard._watchdog._common import is_compiling, model_name, report, status
+from gradguard._watchdog._common import fail_open, is_compiling, model_name, report, status
 from gradguard._watchdog._grad_switch import describe_grad_disabled
 
 
@@ -77,7 +76,7 @@ def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs:
     _check_step(optimizer, args, kwargs)
 
 
-@_findings.fail_open("optimizer step")
+@fail_open("optimizer step")
 def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
     # args holds the optimizer itself first, then step's own arguments.
     closure = args[1] if len(args) > 1 else kwargs.get("closure")

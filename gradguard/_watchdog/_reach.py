@@ -17,11 +17,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
-from gradguard import _findings
 from gradguard._watchdog import _graphs
-from gradguard._watchdog._common import is_compiling, local, lock, status
+from gradguard._watchdog._common import fail_open, is_compiling, local, lock, status
 from gradguard._watchdog._train_mode import check_train_without_grad
 
 
@@ -99,7 +97,7 @@ def note(module: nn.Module) -> None:
         status.models_version += 1
 
 
-note_safely = _findings.fail_open("model discovery")(note)
+note_safely = fail_open("model discovery")(note)
 
 
 def noting(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -240,7 +238,7 @@ def _notes_its_instances(cls: type) -> bool:
 
 def wrap_class(cls: type[nn.Module]) -> None:
     """Give ``cls`` gradguard's ``__call__``, unless it already reaches one (idempotent)."""
-    if cls is nn.Module or cls in _wrapped or _is_ours(getattr(cls, "__call__", None)):
+    if cls is nn.Module or cls in _wrapped or _is_ours(cls.__call__):
         return
     own = cls.__dict__.get("__call__", _ABSENT)
     # The class above that defines __call__ is asked at every call, not remembered: torch.fx
@@ -326,8 +324,12 @@ def deep_pre_hook(module: nn.Module, args: Any) -> None:
         return
     note_safely(module)
     _rebuild_covered()
-    if id(module) in models and not _calls.depth:
-        # This call went past the class's __call__ before the model was noted: check it here
-        # (its next calls go through gradguard's __call__).
-        if module.training and not torch.is_grad_enabled():
-            check_train_without_grad(module)
+    # This call went past the class's __call__ before the model was noted: check it here (its
+    # next calls go through gradguard's __call__).
+    if (
+        id(module) in models
+        and not _calls.depth
+        and module.training
+        and not torch.is_grad_enabled()
+    ):
+        check_train_without_grad(module)

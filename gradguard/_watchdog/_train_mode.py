@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from gradguard import _findings
-from gradguard._watchdog._common import model_name, report, status
+from gradguard._watchdog._common import fail_open, model_name, report, status
 from gradguard._watchdog._grad_switch import describe_grad_disabled
 
 # model -> (structure generation, answer). Not the state engine's tree cache: the watchdog looks
@@ -21,7 +21,7 @@ mode_dependent_cache: weakref.WeakKeyDictionary[nn.Module, tuple[int, bool]] = (
 
 def _compiled_behaves_differently_in_training(module: torch.jit.ScriptModule) -> bool:
     """The same question for a ScriptModule, which keeps only its original class's name."""
-    if isinstance(module, torch.jit.TracedModule):
+    if isinstance(module, torch.jit._trace.TracedModule):
         return False  # tracing fixed every mode-dependent branch as it was when traced
     name = getattr(module, "original_name", "")
     torch_class = getattr(nn, name, None)
@@ -76,7 +76,7 @@ def _called_from_update_bn() -> bool:
     return False
 
 
-@_findings.fail_open("train-mode-without-grad")
+@fail_open("train-mode-without-grad")
 def check_train_without_grad(module: nn.Module) -> None:
     """Report GG002 for ``module``, in training mode and running with gradients off."""
     if _findings.is_allowed("train-mode-without-grad") or not mode_dependent(module):
