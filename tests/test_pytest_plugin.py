@@ -279,6 +279,40 @@ def test_model_is_back_in_training():
     )
 
 
+def test_leaked_scope_is_named_and_released_so_later_tests_are_right(
+    pytester: pytest.Pytester,
+) -> None:
+    """A test leaving evaluating() open fails naming it; the next test's own scope works."""
+    pytester.makepyfile(
+        PREAMBLE
+        + """
+model[1].eval()  # a frozen BatchNorm: its own flag must come back too
+
+def test_enters_and_never_exits():
+    gradguard.evaluating(model).__enter__()
+    model(torch.randn(2, 4))
+
+def test_next_evaluates_correctly():
+    assert model.training and not model[1].training
+    with gradguard.evaluating(model):
+        assert not any(m.training for m in model.modules())
+        model(torch.randn(2, 4))
+    assert model.training and not model[1].training
+    assert torch.is_grad_enabled()
+    model(torch.randn(2, 4)).sum().backward()  # no scope's graph check may still be pushed
+"""
+    )
+    result = pytester.runpytest("--gradguard")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*::test_enters_and_never_exits left a gradguard scope holding Sequential in eval "
+            "open (evaluating()/inference_fn entered and never exited); it was released*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*GG006*")
+
+
 def test_a_failing_test_that_leaks_is_restored_and_says_so(pytester: pytest.Pytester) -> None:
     """A test that fails on its own still gets its leak undone, noted in its report."""
     pytester.makepyfile(
