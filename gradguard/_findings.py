@@ -211,10 +211,34 @@ def _allowed_counts() -> dict[str, int]:
     return counts
 
 
+# Checks allowed in every thread (the pytest plugin's marker, for the test's duration).
+_allowed_everywhere: dict[str, int] = {}
+
+
 def is_allowed(check: str) -> bool:
-    """Whether ``check`` is silenced by an :func:`allow` scope open in this thread."""
+    """Whether ``check`` is silenced in this thread (:func:`allow`) or everywhere."""
     counts: dict[str, int] | None = getattr(_local, "allowed", None)
-    return counts is not None and counts.get(check, 0) > 0
+    if counts is not None and counts.get(check, 0) > 0:
+        return True
+    return _allowed_everywhere.get(check, 0) > 0
+
+
+def push_allowed_everywhere(names: tuple[str, ...]) -> None:
+    """Allow ``names`` in every thread until :func:`pop_allowed_everywhere` (counted)."""
+    with _lock:
+        for name in names:
+            _allowed_everywhere[name] = _allowed_everywhere.get(name, 0) + 1
+
+
+def pop_allowed_everywhere(names: tuple[str, ...]) -> None:
+    """Undo one :func:`push_allowed_everywhere` of ``names``."""
+    with _lock:
+        for name in names:
+            left = _allowed_everywhere.get(name, 0) - 1
+            if left > 0:
+                _allowed_everywhere[name] = left
+            else:
+                _allowed_everywhere.pop(name, None)
 
 
 def _rank_prefix() -> str:

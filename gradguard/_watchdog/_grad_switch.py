@@ -21,8 +21,11 @@ def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
             return
         try:
             caller = sys._getframe(1)
-            if caller.f_globals.get("__name__", "").startswith("torch."):
-                return  # torch.no_grad()/enable_grad() switching on enter and exit: scoped
+            module = caller.f_globals.get("__name__", "")
+            if module.startswith(("torch.", "gradguard.")):
+                # torch.no_grad()/enable_grad() switching on enter and exit, or gradguard's own
+                # scopes and inference_fn: scoped, and never the user's bare switch.
+                return
             if mode:
                 local.disabled_by = None
                 local.disabled_at = None

@@ -77,6 +77,18 @@ def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs:
 
 
 @fail_open("optimizer step")
+def _trains_a_part(stepped: list[torch.Tensor]) -> bool:
+    """Whether a module owning one of the stepped parameters (with a gradient) is training."""
+    for param in stepped:
+        if param.grad is None:
+            continue
+        entry = _reach.param_owner.get(id(param))
+        owner = entry[1]() if entry is not None and entry[0]() is param else None
+        if owner is not None and owner.training:
+            return True
+    return False
+
+
 def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
     # args holds the optimizer itself first, then step's own arguments.
     closure = args[1] if len(args) > 1 else kwargs.get("closure")
@@ -109,6 +121,8 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
             continue
         if not any(p.grad is not None for p in stepped):
             continue
+        if _trains_a_part(stepped):
+            continue  # a linear probe: the part being stepped was put in training on purpose
         name = model_name(model)
         report(
             "eval-mode-training",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import weakref
 
@@ -66,11 +67,22 @@ def mode_dependent(module: nn.Module) -> bool:
     return known
 
 
-def _called_from_update_bn() -> bool:
+_CHECKPOINT_FILE = os.path.join("torch", "utils", "checkpoint.py")
+
+
+def _runs_without_grad_by_design() -> bool:
+    """Inside torch's own code that runs a training forward with gradients off on purpose.
+
+    ``swa_utils.update_bn`` recalibrates BatchNorm; reentrant activation checkpointing
+    (``checkpoint(..., use_reentrant=True)``) runs the first forward under no_grad and
+    recomputes it with gradients during backward.
+    """
     frame = sys._getframe(2)
     while frame is not None:
         code = frame.f_code
         if code.co_name == "update_bn" and code.co_filename.endswith("swa_utils.py"):
+            return True
+        if code.co_filename.endswith(_CHECKPOINT_FILE):
             return True
         frame = frame.f_back  # type: ignore[assignment]
     return False
@@ -81,7 +93,7 @@ def check_train_without_grad(module: nn.Module) -> None:
     """Report GG002 for ``module``, in training mode and running with gradients off."""
     if _findings.is_allowed("train-mode-without-grad") or not mode_dependent(module):
         return
-    if _called_from_update_bn():
+    if _runs_without_grad_by_design():
         return
     site = _findings.user_site(sys._getframe(1))
     name = model_name(module)
