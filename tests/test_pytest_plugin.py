@@ -155,6 +155,37 @@ def test_allowed_something_else():
     result.stdout.fnmatch_lines(["*FAILED *::test_allowed_something_else*"])
 
 
+def test_allow_marker_covers_work_the_test_runs_in_a_worker_thread(
+    pytester: pytest.Pytester,
+) -> None:
+    """The marker covers the test whatever thread does the work; an unmarked twin still fails."""
+    pytester.makepyfile(
+        PREAMBLE
+        + """
+import threading
+
+def mc_dropout_in_a_thread():
+    def work():
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(2, 4))  # Monte-Carlo dropout: training mode on purpose
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+
+@pytest.mark.gradguard_allow("train-mode-without-grad")
+def test_allowed_in_a_thread():
+    mc_dropout_in_a_thread()
+
+def test_not_allowed_in_a_thread():
+    mc_dropout_in_a_thread()
+"""
+    )
+    result = pytester.runpytest("--gradguard")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*FAILED *::test_not_allowed_in_a_thread*"])
+
+
 def test_allow_marker_with_an_unknown_check_errors_listing_valid_names(
     pytester: pytest.Pytester,
 ) -> None:
