@@ -110,7 +110,12 @@ def main(namespace: argparse.Namespace) -> int:
     from gradguard import _watchdog
 
     handle = _watchdog.watch(strict=True if strict else None, deep=namespace.deep)
+    started_by = os.getpid()
     status = _execute(target)
+    if os.getpid() != started_by:
+        # A child forked by the script (os.fork()) ended by returning or sys.exit(): only the
+        # process that started the run reports; the child exits as python would.
+        return status
     _shut_down_like_python()
     try:
         handle.close()

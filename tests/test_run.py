@@ -468,3 +468,33 @@ def test_exit_time_work_is_watched_in_pythons_order(tmp_path: Path) -> None:
     assert plain.stdout == "threading atexit\nthread joined\natexit\n"
     assert (watched.returncode, watched.stdout) == (0, plain.stdout), watched.stderr
     assert watched.stderr.endswith(CLEAN)
+
+
+FORKING_SCRIPT = """\
+import os, sys
+import torch
+import gradguard
+
+pid = os.fork()
+if pid == 0:
+    print("child", flush=True)
+    sys.exit(0)
+os.waitpid(pid, 0)
+model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout())
+with gradguard.evaluating(model):
+    model.train()
+print("parent", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX only")
+def test_forked_child_leaves_the_parents_report_alone(tmp_path: Path) -> None:
+    """A child of os.fork() ending with sys.exit(0) prints no summary and writes no JSON."""
+    write(tmp_path, "job.py", FORKING_SCRIPT)
+    watched = gradguard_run("--json", "out.json", "job.py", cwd=tmp_path)
+    assert watched.returncode == 0, watched.stderr
+    assert sorted(watched.stdout.split()) == ["child", "parent"]
+    assert watched.stderr.count("gradguard: ") == 1, watched.stderr
+    assert "gradguard: 1 finding" in watched.stderr
+    [finding] = json.loads((tmp_path / "out.json").read_text())["findings"]
+    assert finding["code"] == "GG006"
