@@ -498,3 +498,71 @@ def test_forked_child_leaves_the_parents_report_alone(tmp_path: Path) -> None:
     assert "gradguard: 1 finding" in watched.stderr
     [finding] = json.loads((tmp_path / "out.json").read_text())["findings"]
     assert finding["code"] == "GG006"
+
+
+PARITY_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
+    "closes-stdout": ({"job.py": "import sys\nprint('x')\nsys.stdout.close()\n"}, ["job.py"]),
+    "closes-stderr": ({"job.py": "import sys\nsys.stderr.close()\n"}, ["job.py"]),
+    "keyboard-interrupt": ({"job.py": "raise KeyboardInterrupt\n"}, ["job.py"]),
+    "directory-without-main": ({"app/util.py": ""}, ["app"]),
+    "directory": (
+        {"app/__main__.py": "import sys, json\nprint(json.dumps(sys.path[0]))\n"},
+        ["app"],
+    ),
+    "main-globals": (
+        {"job.py": "print(sorted(k for k in globals() if k.startswith('__')))\n"},
+        ["job.py"],
+    ),
+    "module-package-import": (
+        {
+            "pkg/__init__.py": "import sys\nprint('pkg sees', sys.argv)\n",
+            "pkg/mod.py": "import sys\nprint('mod sees', sys.argv[1:])\n",
+        },
+        ["-m", "pkg.mod", "a"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARITY_CASES))
+def test_runs_as_plain_python_does(tmp_path: Path, case: str) -> None:
+    """Status, stdout and python's own view match `python ARGS` (the summary aside)."""
+    files, args = PARITY_CASES[case]
+    for name, text in files.items():
+        write(tmp_path, name, text)
+    plain = subprocess.run(
+        [sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    watched = gradguard_run(*args, cwd=tmp_path)
+    assert watched.returncode == plain.returncode, watched.stderr
+    assert watched.stdout == plain.stdout
+    if case != "directory-without-main":
+        assert "gradguard: no findings" in watched.stderr or case == "closes-stderr"
+
+
+def test_module_package_is_imported_under_the_watchdog(tmp_path: Path) -> None:
+    """`-m pkg.mod`: pkg's __init__ runs with the watchdog installed, as part of the script."""
+    write(
+        tmp_path,
+        "pkg/__init__.py",
+        "from gradguard import _watchdog\nprint(_watchdog.is_watching())\n",
+    )
+    write(tmp_path, "pkg/mod.py", "")
+    watched = gradguard_run("-m", "pkg.mod", cwd=tmp_path)
+    assert (watched.returncode, watched.stdout) == (0, "True\n"), watched.stderr
+
+
+def test_closed_stdout_still_gets_the_json_written(tmp_path: Path) -> None:
+    """A script that closes sys.stdout and sys.stderr: status 0 and the --json file written."""
+    write(tmp_path, "job.py", "import sys\nsys.stdout.close()\nsys.stderr.close()\n")
+    watched = gradguard_run("--json", "out.json", "job.py", cwd=tmp_path)
+    assert watched.returncode == 0, watched.stderr
+    assert json.loads((tmp_path / "out.json").read_text()) == {"findings": []}
+
+
+def test_unwritable_json_is_refused_before_the_script_runs(tmp_path: Path) -> None:
+    """--json into a missing folder: status 2 with a clear line, and the script never ran."""
+    write(tmp_path, "job.py", "print('ran')\n")
+    watched = gradguard_run("--json", "no/such/folder/out.json", "job.py", cwd=tmp_path)
+    assert watched.returncode == 2
+    assert "gradguard run: error: --json 'no/such/folder/out.json': the folder" in watched.stderr
+    assert watched.stdout == ""
