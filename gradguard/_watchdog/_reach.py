@@ -1,8 +1,8 @@
-"""Which models the watchdog sees, and the per-root forward hooks that check them.
+"""Which models the watchdog sees, and the per-class ``__call__`` that checks their forwards.
 
 At the default level no global forward hook is installed: a model is noted when the program
 touches it (``train()``, ``eval()``, ``to()``, ... through :func:`noting`; an optimizer step; a
-gradguard scope), and each noted model gets one pre-hook and one forward hook on its root only.
+gradguard scope), and each noted model's class gets the checking ``__call__`` below.
 Parameter and submodule owners are learnt from PyTorch's registration hooks, which run while
 models are built, never on forward. ``deep=True`` adds :func:`deep_pre_hook` for every module call.
 """
@@ -85,7 +85,7 @@ def _forget_model(key: int, ref: weakref.ref[nn.Module]) -> None:
 
 
 def note(module: nn.Module) -> None:
-    """Start watching ``module`` (as a root: hooks on it, not on its submodules)."""
+    """Start watching ``module`` as a root (its class checks its calls; its submodules are free)."""
     if id(module) in models or not status.installed:
         return
     with lock:
