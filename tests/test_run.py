@@ -291,17 +291,23 @@ def test_deep_sees_a_model_the_default_level_cannot(tmp_path: Path) -> None:
         (["-m", "no_such_module_here"], {}, 1, "no module named 'no_such_module_here'"),
         ([], {}, 2, "gradguard run: error: give the script to run"),
         (["job.py"], {"GRADGUARD_STRICT": "maybe"}, 2, "GRADGUARD_STRICT='maybe' is not a valid"),
+        (["job.py"], {"GRADGUARD_WATCH": "bogus"}, 2, "error: GRADGUARD_WATCH='bogus' is not a"),
     ],
-    ids=["missing-script", "missing-module", "nothing-to-run", "bad-strict-env"],
+    ids=["missing-script", "missing-module", "nothing-to-run", "bad-strict-env", "bad-watch-env"],
 )
 def test_bad_invocations_fail_with_a_clear_message(
-    tmp_path: Path, args: list[str], env: dict[str, str], status: int, message: str
+    tmp_path: Path,
+    args: list[str],
+    env: dict[str, str],
+    status: int,
+    message: str,
 ) -> None:
     """Bad input is refused before anything runs, saying what was wrong."""
     write(tmp_path, "job.py", "print('ran')\n")
     result = gradguard_run(*args, cwd=tmp_path, env=env)
     assert result.returncode == status
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
     assert "ran" not in result.stdout
 
 
@@ -566,3 +572,13 @@ def test_unwritable_json_is_refused_before_the_script_runs(tmp_path: Path) -> No
     assert watched.returncode == 2
     assert "gradguard run: error: --json 'no/such/folder/out.json': the folder" in watched.stderr
     assert watched.stdout == ""
+
+
+def test_bad_watch_variable_is_one_line_from_the_console_script(tmp_path: Path) -> None:
+    """`gradguard run` (console script) with GRADGUARD_WATCH=bogus: one line, status 2."""
+    write(tmp_path, "job.py", "print('ran')\n")
+    result = gradguard_run("job.py", cwd=tmp_path, env={"GRADGUARD_WATCH": "bogus"},
+                           console_script=True)  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("gradguard: error: GRADGUARD_WATCH='bogus' is not a valid")
+    assert "Traceback" not in result.stderr
