@@ -160,3 +160,16 @@ def test_plugin_passes_a_test_that_evaluates_a_script_module(pytester: pytest.Py
     )
     result = pytester.runpytest_subprocess("--gradguard", "-W", "error")
     result.assert_outcomes(passed=1)
+
+
+def test_fx_trace_of_a_model_holding_a_watched_class_keeps_its_leaves() -> None:
+    """torch.fx still sees calls of a watched class's instances (a Linear watched as a model)."""
+    leaf = nn.Linear(8, 8)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+    unwatched = str(torch.fx.symbolic_trace(model).graph)
+    with gradguard.watch():
+        leaf.eval()  # nn.Linear's class now checks its calls
+        assert "__call__" in vars(nn.Linear)
+        watched = str(torch.fx.symbolic_trace(model).graph)
+    assert watched == unwatched
+    assert "call_module[target=0]" in watched
