@@ -90,6 +90,24 @@ __all__ = [
     "watch",
 ]
 
+
+def _started_as_the_command() -> bool:
+    """Whether this process is the ``gradguard`` command (console script or ``python -m``)."""
+    import sys
+
+    argv = getattr(sys, "orig_argv", sys.argv)
+    return os.path.basename(sys.argv[0]) == "gradguard" or argv[1:3] == ["-m", "gradguard"]
+
+
 if os.environ.get("GRADGUARD_WATCH", "").strip():
     # Asked for explicitly: install the watchdog now (an invalid value is a ValueError here).
-    importlib.import_module("gradguard._watchdog").watch_from_environment()
+    try:
+        importlib.import_module("gradguard._watchdog").watch_from_environment()
+    except ValueError as _error:
+        if not _started_as_the_command():
+            raise
+        # The command reports bad input as one line with status 2, not as a traceback.
+        import sys
+
+        print(f"gradguard: error: {_error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -267,6 +267,15 @@ def _load_factory(spec: str) -> Callable[[], object]:
         target: Any = importlib.import_module(module_name)
     except ImportError as error:
         raise BenchError(f"--model {spec}: cannot import {module_name!r}: {error}") from error
+    except SyntaxError as error:
+        where = f"{error.filename}:{error.lineno}" if error.filename else module_name
+        raise BenchError(
+            f"--model {spec}: cannot import {module_name!r}: SyntaxError at {where}: {error.msg}"
+        ) from error
+    except Exception as error:  # the module itself raised while being imported
+        raise BenchError(
+            f"--model {spec}: importing {module_name!r} raised {type(error).__name__}: {error}"
+        ) from error
     for name in attribute.split("."):
         if not hasattr(target, name):
             raise BenchError(f"--model {spec}: {module_name!r} has no attribute {attribute!r}")
@@ -438,7 +447,23 @@ def main(namespace: argparse.Namespace) -> int:
         return 2
 
 
+def _check_writable(path: str) -> None:
+    """Refuse an unwritable --json FILE now, before minutes of measuring."""
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        raise BenchError(f"--json {path!r} is a directory; give a file name")
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise BenchError(f"--json {path!r}: the folder {directory!r} does not exist")
+    if not os.access(directory, os.W_OK) or (
+        os.path.exists(target) and not os.access(target, os.W_OK)
+    ):
+        raise BenchError(f"--json {path!r} is not writable")
+
+
 def _main(namespace: argparse.Namespace) -> int:
+    if namespace.json:
+        _check_writable(namespace.json)
     if namespace.device == "cuda" and not torch.cuda.is_available():
         raise BenchError("--device cuda: this torch build sees no CUDA device; use --device cpu")
     if namespace.plot:

@@ -300,10 +300,34 @@ def _allowed_counts() -> dict[str, int]:
     return counts
 
 
+# Checks allowed in every thread (the pytest plugin's marker, for the test's duration).
+_allowed_everywhere: dict[str, int] = {}
+
+
 def is_allowed(check: str) -> bool:
-    """Whether ``check`` is silenced by an :func:`allow` scope open in this thread."""
+    """Whether ``check`` is silenced in this thread (:func:`allow`) or everywhere."""
     counts: dict[str, int] | None = getattr(_local, "allowed", None)
-    return counts is not None and counts.get(check, 0) > 0
+    if counts is not None and counts.get(check, 0) > 0:
+        return True
+    return _allowed_everywhere.get(check, 0) > 0
+
+
+def push_allowed_everywhere(names: tuple[str, ...]) -> None:
+    """Allow ``names`` in every thread until :func:`pop_allowed_everywhere` (counted)."""
+    with _lock:
+        for name in names:
+            _allowed_everywhere[name] = _allowed_everywhere.get(name, 0) + 1
+
+
+def pop_allowed_everywhere(names: tuple[str, ...]) -> None:
+    """Undo one :func:`push_allowed_everywhere` of ``names``."""
+    with _lock:
+        for name in names:
+            left = _allowed_everywhere.get(name, 0) - 1
+            if left > 0:
+                _allowed_everywhere[name] = left
+            else:
+                _allowed_everywhere.pop(name, None)
 
 
 def _rank_prefix() -> str:
@@ -355,12 +379,22 @@ def report(
             _records.append(record)
         else:
             record.count += 1
-    if check in _ALWAYS_ERRORS or (_config.is_strict() if strict is None else strict):
+    if check in _ALWAYS_ERRORS or (_strict_now() if strict is None else strict):
         raise GradGuardError(replace(record))
     if first:
         category = WARNING_CLASSES.get(check, GradGuardWarning)
         warnings.warn_explicit(format_finding(record), category, filename, lineno)
     return record
+
+
+def _strict_now() -> bool:
+    # GRADGUARD_STRICT is validated where it is first used (watch(), the pytest plugin, gradguard
+    # run); a value made invalid later must not turn a finding into a ValueError in the user's
+    # forward or a scope's exit: the finding warns.
+    try:
+        return _config.is_strict()
+    except ValueError:
+        return False
 
 
 def findings() -> list[Finding]:
@@ -422,11 +456,13 @@ def pop_allowed(names: tuple[str, ...]) -> None:
             counts.pop(name, None)
 
 
-def fail_open(where: str) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
+def fail_open(
+    where: str, strict: Callable[[], bool | None] | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
     """Decorate an internal check so that an error inside it never breaks the user's code.
 
-    The error is reported once as an :class:`InternalCheckWarning` (raised when strict) and the
-    check returns None.
+    The error is reported once as an :class:`InternalCheckWarning` (raised when strict: ``strict``
+    gives the owner's own setting, such as ``watch(strict=...)``) and the check returns None.
     """
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R | None]:
@@ -441,6 +477,7 @@ def fail_open(where: str) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
                     f"gradguard's {where} check failed internally and was skipped: "
                     f"{type(error).__name__}: {error}",
                     "nothing to change in your code; please report this to gradguard",
+                    strict=strict() if strict is not None else None,
                 )
                 return None
 

@@ -9,7 +9,9 @@ findings goes to stderr, and ``--json FILE`` writes them as JSON.
 from __future__ import annotations
 
 import argparse
+import atexit
 import builtins
+import contextlib
 import importlib.machinery
 import io
 import json
@@ -91,16 +93,20 @@ def main(namespace: argparse.Namespace) -> int:
     # Absolute now: the script may change directory before the file is written.
     json_file = os.path.abspath(_json_path(namespace.json_file)) if namespace.json_file else None
 
+    if json_file is not None:
+        unwritable = _unwritable(json_file)
+        if unwritable:
+            return _usage_error(f"--json {namespace.json_file!r}: {unwritable}")
     if module is not None:
         target = ["-m", *module]
-        problem = _check_module(module[0])
+        problem, status = _check_module(module[0]), 1
     else:
         assert script is not None
         target = [script, *namespace.args]
-        problem = _check_script(script)
+        problem, status = _check_script(script)
     if problem:
         print(f"{PROG}: {problem}", file=sys.stderr)
-        return 2 if module is None else 1
+        return status
 
     if strict:
         # Read by the findings channel wherever a check runs, in child processes too.
@@ -118,32 +124,77 @@ def main(namespace: argparse.Namespace) -> int:
     handle = _deferred.watch_when_torch_imported(
         strict=True if strict else None, deep=namespace.deep
     )
+    started_by = os.getpid()
     status = _execute(target)
-    _wait_for_threads()
+    if os.getpid() != started_by:
+        # A child forked by the script (os.fork()) ended by returning or sys.exit(): only the
+        # process that started the run reports; the child exits as python would.
+        return status
+    _shut_down_like_python()
     try:
         handle.close()
     except _findings.GradGuardError as error:
         # Strict: a graph still alive and unused at exit raises here; the script is done anyway.
-        print(f"{PROG}: {error}", file=sys.stderr)
+        _to_stderr(f"{PROG}: {error}\n")
     except Exception as error:  # the summary must still print
-        print(f"{PROG}: stopping the watchdog failed: {error!r}", file=sys.stderr)
+        _to_stderr(f"{PROG}: stopping the watchdog failed: {error!r}\n")
 
     found = _processes.gather(_findings.findings())
     if strict and found and status == 0:
         # The script caught the GradGuardError (or the finding came at exit): still a failure.
         status = 1
     restore_warnings()
-    summary = format_summary(found, rank=os.environ.get("RANK"), deep=namespace.deep, width=width)
-    sys.stderr.write(summary)
-    sys.stderr.flush()
+    _to_stderr(format_summary(found, rank=os.environ.get("RANK"), deep=namespace.deep, width=width))
     if json_file is not None:
         try:
             write_json(found, json_file)
         except OSError as error:
-            print(f"{PROG}: could not write --json {json_file!r}: {error}", file=sys.stderr)
+            _to_stderr(f"{PROG}: could not write --json {json_file!r}: {error}\n")
             if status == 0:
                 status = 2
+    if status == INTERRUPTED:
+        _die_by_sigint()
     return status
+
+
+# _execute's status for an uncaught KeyboardInterrupt: python then dies by SIGINT.
+INTERRUPTED = -1
+
+
+def _to_stderr(text: str) -> None:
+    """Write to stderr even when the script closed or replaced sys.stderr (python exits fine)."""
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        return
+    except (AttributeError, ValueError, OSError):
+        pass
+    with contextlib.suppress(OSError):  # no stderr at all: nowhere left to say it
+        os.write(2, text.encode("utf-8", "replace"))
+
+
+def _die_by_sigint() -> None:
+    """End as python does after an uncaught KeyboardInterrupt: killed by SIGINT."""
+    import signal
+
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    if not hasattr(signal, "SIGINT") or os.name == "nt":
+        return
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def _unwritable(path: str) -> str:
+    """Why the --json file cannot be written, or "" (checked before the script runs)."""
+    if os.path.isdir(path):
+        return "is a directory; give a file name"
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        return f"the folder {directory!r} does not exist"
+    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return "is not writable"
+    return ""
 
 
 def _usage_error(message: str) -> int:
@@ -156,37 +207,55 @@ def _json_path(template: str) -> str:
     return template.replace("{rank}", os.environ.get("RANK", "0"))
 
 
-def _check_script(script: str) -> str:
+def _check_script(script: str) -> tuple[str, int]:
+    """What is wrong with SCRIPT and python's status for it, or ("", 0)."""
     if not os.path.exists(script):
-        return f"can't open file {os.path.abspath(script)!r}: no such file or directory"
+        return f"can't open file {os.path.abspath(script)!r}: no such file or directory", 2
     if os.path.isdir(script) and not os.path.exists(os.path.join(script, "__main__.py")):
-        return f"can't find '__main__.py' in {script!r}"
-    return ""
+        return f"can't find '__main__' module in {script!r}", 1
+    return "", 0
 
 
 def _check_module(name: str) -> str:
+    """Whether the top-level package of ``name`` exists; imports nothing.
+
+    Its submodules are looked up once the watchdog is installed and ``sys.argv`` is the
+    script's, as python imports the parent packages of ``-m pkg.mod`` then.
+    """
     import importlib.util
 
+    top = name.partition(".")[0]
     sys.path[0:1] = [os.getcwd()]
     try:
-        spec = importlib.util.find_spec(name)
+        spec = importlib.util.find_spec(top)
     except (ImportError, ValueError) as error:
         return f"error while finding module specification for {name!r}: {error}"
     if spec is None:
-        return f"no module named {name!r}"
+        return f"no module named {top!r}"
     return ""
 
 
 def _execute(target: list[str]) -> int:
     """Run ``target`` (``[SCRIPT, ARGS...]`` or ``["-m", MODULE, ARGS...]``) as ``python`` would."""
     if target[0] == "-m":
-        sys.argv = target[1:]
+        # As python: "-m" while the module is being located (its packages imported).
+        sys.argv = ["-m", *target[2:]]
         sys.path[0:1] = [os.getcwd()]
+    elif os.path.isdir(target[0]):
+        sys.argv = list(target)
+        sys.path[0:1] = [os.path.abspath(target[0])]
+    elif zipfile.is_zipfile(target[0]):
+        sys.argv = list(target)
+        del sys.path[0]  # runpy puts the archive (as given) in front, as python does
     else:
         sys.argv = list(target)
         sys.path[0:1] = [os.path.dirname(os.path.abspath(target[0]))]
     try:
         if target[0] == "-m":
+            problem = _find_module(target[1])
+            if problem:
+                _to_stderr(f"{PROG}: {problem}\n")
+                return 1
             runpy.run_module(target[1], run_name="__main__", alter_sys=True)
         else:
             _run_path(target[0])
@@ -194,22 +263,34 @@ def _execute(target: list[str]) -> int:
         return _exit_status(exit_.code)
     except KeyboardInterrupt:
         _print_exception(*sys.exc_info())
-        return 130
+        return INTERRUPTED
     except BaseException:
         _print_exception(*sys.exc_info())
         return 1
     finally:
-        sys.stdout.flush()
+        with contextlib.suppress(Exception):  # the script may have closed sys.stdout
+            sys.stdout.flush()
     return 0
+
+
+def _find_module(name: str) -> str:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except ImportError as error:
+        return f"error while finding module specification for {name!r}: {error}"
+    return "" if spec is not None else f"no module named {name!r}"
 
 
 def _run_path(path: str) -> None:
     """Run a script file as ``python path`` does: ``__main__``, an absolute ``__file__``."""
-    if os.path.isdir(path) or zipfile.is_zipfile(path):
+    if zipfile.is_zipfile(path):
         runpy.run_path(path, run_name="__main__")
         return
-    # Not runpy.run_path: it rewrites sys.argv[0], which python leaves exactly as given.
-    filename = os.path.abspath(path)
+    # Not runpy.run_path: it rewrites sys.argv[0], which python leaves exactly as given; a
+    # directory runs its __main__.py with the directory itself (absolute) as sys.path[0].
+    filename = os.path.abspath(os.path.join(path, "__main__.py") if os.path.isdir(path) else path)
     with io.open_code(filename) as stream:
         source = stream.read()
     # dont_inherit: this module's __future__ imports must not leak into the script.
@@ -219,6 +300,7 @@ def _run_path(path: str) -> None:
     module.__cached__ = None  # type: ignore[attr-defined]  # set by python for __main__ too
     module.__loader__ = importlib.machinery.SourceFileLoader("__main__", filename)
     module.__builtins__ = builtins  # type: ignore[attr-defined]  # as python's own __main__
+    module.__annotations__ = {}
     saved = sys.modules.get("__main__")
     sys.modules["__main__"] = module
     try:
@@ -260,7 +342,28 @@ def _print_exception(
         sys.excepthook(exc_type, value, tb)
     except Exception:  # a broken custom hook: fall back to the default rendering
         traceback.print_exception(exc_type, value, tb)
-    sys.stderr.flush()
+    with contextlib.suppress(Exception):  # the script may have closed sys.stderr
+        sys.stderr.flush()
+
+
+def _shut_down_like_python() -> None:
+    """Do what the interpreter does once ``__main__`` ends, in its order, before our summary.
+
+    First the ``threading._register_atexit`` callbacks (``concurrent.futures`` uses them to
+    stop the idle workers of every executor never shut down, the default executor of an event
+    loop included), then join the non-daemon threads, then the ``atexit`` functions: work done
+    by any of them is watched, and a pool that python would stop never hangs the run.
+    """
+    callbacks = getattr(threading, "_threading_atexits", [])
+    pending = list(callbacks)
+    callbacks.clear()  # python calls each once
+    for callback in reversed(pending):
+        try:
+            callback()
+        except BaseException:  # python reports these and goes on shutting down
+            _print_exception(*sys.exc_info())
+    _wait_for_threads()
+    atexit._run_exitfuncs()
 
 
 def _wait_for_threads() -> None:

@@ -45,9 +45,15 @@ def needs_arguments(width):
 """
 
 
+def _write_models(folder: Path) -> None:
+    (folder / "tinymodels.py").write_text(FACTORY_MODULE)
+    (folder / "badsyntax.py").write_text("def build(:\n    pass\n")
+    (folder / "raisesatimport.py").write_text("raise RuntimeError('no GPU driver')\n")
+
+
 def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -m gradguard bench ARGS`` with tmp_path importable, as a user would run it."""
-    (tmp_path / "tinymodels.py").write_text(FACTORY_MODULE)
+    _write_models(tmp_path)
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     return subprocess.run(
         [sys.executable, "-m", "gradguard", "bench", *args],
@@ -137,7 +143,7 @@ def run_in_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
 ) -> tuple[int, str, str]:
     """``gradguard.cli.main(["bench", ...])`` in this process: the same code path, no start-up."""
-    (tmp_path / "tinymodels.py").write_text(FACTORY_MODULE)
+    _write_models(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("KINETO_LOG_LEVEL", "6")
     try:
@@ -145,7 +151,8 @@ def run_in_process(
     except SystemExit as exit_:  # argparse refuses bad values by exiting
         status = int(exit_.code or 0)
     finally:
-        sys.modules.pop("tinymodels", None)  # each test imports its own tmp_path copy
+        for name in ("tinymodels", "badsyntax", "raisesatimport"):
+            sys.modules.pop(name, None)  # each test imports its own tmp_path copy
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 
@@ -175,6 +182,18 @@ def test_model_failing_on_its_inputs_exits_2_from_the_console(tmp_path: Path) ->
             "tinymodels:needs_arguments() failed: TypeError",
         ),
         (["--input-shape", "8"], "--input-shape applies to --model"),
+        (
+            ["--model", "badsyntax:build", "--input-shape", "8"],
+            "cannot import 'badsyntax': SyntaxError at ",
+        ),
+        (
+            ["--model", "raisesatimport:build", "--input-shape", "8"],
+            "importing 'raisesatimport' raised RuntimeError: no GPU driver",
+        ),
+        (
+            ["--model", "tinymodels:build", "--input-shape", "8", "--json", "nofolder/out.json"],
+            "the folder",
+        ),
     ],
 )
 def test_bad_model_arguments_exit_2_with_one_clear_line(
@@ -191,6 +210,27 @@ def test_bad_model_arguments_exit_2_with_one_clear_line(
     assert len(errors) == 1, err
     assert message in errors[0]
     assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "badsyntax:build", "--input-shape", "8"], "SyntaxError at "),
+        (["--model", "raisesatimport:build", "--input-shape", "8"], "raised RuntimeError"),
+        (["--quick", "--json", "."], "--json '.' is a directory"),
+    ],
+    ids=["syntax-error", "raises-at-import", "json-is-a-folder"],
+)
+def test_bad_model_or_json_exits_2_from_the_console_before_measuring(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """From a real `python -m gradguard bench`: one error line, status 2, nothing measured."""
+    done = run_bench(tmp_path, *args)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
 
 
 @pytest.mark.parametrize(

@@ -155,6 +155,37 @@ def test_allowed_something_else():
     result.stdout.fnmatch_lines(["*FAILED *::test_allowed_something_else*"])
 
 
+def test_allow_marker_covers_work_the_test_runs_in_a_worker_thread(
+    pytester: pytest.Pytester,
+) -> None:
+    """The marker covers the test whatever thread does the work; an unmarked twin still fails."""
+    pytester.makepyfile(
+        PREAMBLE
+        + """
+import threading
+
+def mc_dropout_in_a_thread():
+    def work():
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(2, 4))  # Monte-Carlo dropout: training mode on purpose
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+
+@pytest.mark.gradguard_allow("train-mode-without-grad")
+def test_allowed_in_a_thread():
+    mc_dropout_in_a_thread()
+
+def test_not_allowed_in_a_thread():
+    mc_dropout_in_a_thread()
+"""
+    )
+    result = pytester.runpytest("--gradguard")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*FAILED *::test_not_allowed_in_a_thread*"])
+
+
 def test_allow_marker_with_an_unknown_check_errors_listing_valid_names(
     pytester: pytest.Pytester,
 ) -> None:
@@ -277,6 +308,40 @@ def test_model_is_back_in_training():
             "changed training mode (first: Sequential, which was in training mode)*",
         ]
     )
+
+
+def test_leaked_scope_is_named_and_released_so_later_tests_are_right(
+    pytester: pytest.Pytester,
+) -> None:
+    """A test leaving evaluating() open fails naming it; the next test's own scope works."""
+    pytester.makepyfile(
+        PREAMBLE
+        + """
+model[1].eval()  # a frozen BatchNorm: its own flag must come back too
+
+def test_enters_and_never_exits():
+    gradguard.evaluating(model).__enter__()
+    model(torch.randn(2, 4))
+
+def test_next_evaluates_correctly():
+    assert model.training and not model[1].training
+    with gradguard.evaluating(model):
+        assert not any(m.training for m in model.modules())
+        model(torch.randn(2, 4))
+    assert model.training and not model[1].training
+    assert torch.is_grad_enabled()
+    model(torch.randn(2, 4)).sum().backward()  # no scope's graph check may still be pushed
+"""
+    )
+    result = pytester.runpytest("--gradguard")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*::test_enters_and_never_exits left a gradguard scope holding Sequential in eval "
+            "open (evaluating()/inference_fn entered and never exited); it was released*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*GG006*")
 
 
 def test_a_failing_test_that_leaks_is_restored_and_says_so(pytester: pytest.Pytester) -> None:

@@ -45,6 +45,7 @@ MISTAKE_LINE = 7
 
 CLEAN = "gradguard: no findings\n" + NOT_DEEP_HINT
 
+
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,9 +127,7 @@ def test_exit_status_is_the_scripts_own_and_summary_still_prints(
 ) -> None:
     """sys.exit codes and uncaught exceptions give python's status; the summary prints anyway."""
     write(tmp_path, "job.py", body)
-    plain = subprocess.run(
-        [sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True
-    )
+    plain = subprocess.run([sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True)
     watched = gradguard_run("job.py", cwd=tmp_path)
     assert plain.returncode == status
     assert watched.returncode == status
@@ -140,9 +139,7 @@ def test_exit_status_is_the_scripts_own_and_summary_still_prints(
 def test_uncaught_exception_traceback_starts_in_the_script(tmp_path: Path) -> None:
     """The traceback is python's own, with no gradguard or runpy frames in front of the script's."""
     write(tmp_path, "job.py", "def train():\n    raise ValueError('diverged')\n\ntrain()\n")
-    plain = subprocess.run(
-        [sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True
-    )
+    plain = subprocess.run([sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True)
     watched = gradguard_run("job.py", cwd=tmp_path)
     assert watched.returncode == 1
     traceback_text = watched.stderr.split("gradguard: no findings")[0]
@@ -211,9 +208,7 @@ def test_strict_stops_at_the_first_finding_with_nonzero_status(tmp_path: Path, h
     assert "finished" not in result.stdout
     assert "gradguard.GradGuardError: GG006 scope-state-changed" in result.stderr
     assert f'File "{tmp_path / "train.py"}", line {MISTAKE_LINE}, in <module>' in result.stderr
-    assert result.stderr.endswith(
-        "the scope restores the training flags itself\n"
-    )
+    assert result.stderr.endswith("the scope restores the training flags itself\n")
     site = f"{tmp_path / 'train.py'}:{MISTAKE_LINE}"
     assert f"  GG006 scope-state-changed at {site} (1 time)\n" in result.stderr
 
@@ -299,17 +294,23 @@ def test_deep_sees_a_model_the_default_level_cannot(tmp_path: Path) -> None:
         (["-m", "no_such_module_here"], {}, 1, "no module named 'no_such_module_here'"),
         ([], {}, 2, "gradguard run: error: give the script to run"),
         (["job.py"], {"GRADGUARD_STRICT": "maybe"}, 2, "GRADGUARD_STRICT='maybe' is not a valid"),
+        (["job.py"], {"GRADGUARD_WATCH": "bogus"}, 2, "error: GRADGUARD_WATCH='bogus' is not a"),
     ],
-    ids=["missing-script", "missing-module", "nothing-to-run", "bad-strict-env"],
+    ids=["missing-script", "missing-module", "nothing-to-run", "bad-strict-env", "bad-watch-env"],
 )
 def test_bad_invocations_fail_with_a_clear_message(
-    tmp_path: Path, args: list[str], env: dict[str, str], status: int, message: str
+    tmp_path: Path,
+    args: list[str],
+    env: dict[str, str],
+    status: int,
+    message: str,
 ) -> None:
     """Bad input is refused before anything runs, saying what was wrong."""
     write(tmp_path, "job.py", "print('ran')\n")
     result = gradguard_run(*args, cwd=tmp_path, env=env)
     assert result.returncode == status
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
     assert "ran" not in result.stdout
 
 
@@ -459,3 +460,169 @@ def test_a_script_importing_torch_late_is_still_watched(tmp_path: Path) -> None:
     result = gradguard_run("late.py", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"  GG005 step-without-gradients at {tmp_path / 'late.py'}:9 (1 time)\n" in result.stderr
+
+
+EXECUTOR_SCRIPTS = {
+    "library-executor": """\
+        import concurrent.futures, sys, types
+        # A library that keeps a process-wide pool, never shut down.
+        library = types.ModuleType("library")
+        library.POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+        sys.modules["library"] = library
+        print(library.POOL.submit(sum, [1, 2, 3]).result(), flush=True)
+        """,
+    "event-loop-default-executor": """\
+        import asyncio
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        print(loop.run_until_complete(loop.run_in_executor(None, sum, [1, 2, 3])), flush=True)
+        """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXECUTOR_SCRIPTS))
+def test_script_leaving_an_executor_alive_ends_as_under_python(tmp_path: Path, name: str) -> None:
+    """An executor never shut down stops at exit as under python; summary and JSON are written."""
+    write(tmp_path, "job.py", EXECUTOR_SCRIPTS[name])
+    plain = subprocess.run(
+        [sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert (plain.returncode, plain.stdout) == (0, "6\n")
+    watched = gradguard_run("--json", "out.json", "job.py", cwd=tmp_path)
+    assert (watched.returncode, watched.stdout) == (0, "6\n"), watched.stderr
+    assert watched.stderr.endswith(CLEAN)
+    assert json.loads((tmp_path / "out.json").read_text()) == {"findings": []}
+
+
+def test_exit_time_work_is_watched_in_pythons_order(tmp_path: Path) -> None:
+    """Thread-exit callbacks, then thread joins, then atexit run before the summary, in order."""
+    write(
+        tmp_path,
+        "job.py",
+        """\
+        import atexit, threading, time
+
+        def worker():
+            time.sleep(0.2)
+            print("thread joined", flush=True)
+
+        threading._register_atexit(lambda: print("threading atexit", flush=True))
+        atexit.register(lambda: print("atexit", flush=True))
+        threading.Thread(target=worker).start()
+        """,
+    )
+    plain = subprocess.run(
+        [sys.executable, "job.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    watched = gradguard_run("job.py", cwd=tmp_path)
+    assert plain.stdout == "threading atexit\nthread joined\natexit\n"
+    assert (watched.returncode, watched.stdout) == (0, plain.stdout), watched.stderr
+    assert watched.stderr.endswith(CLEAN)
+
+
+FORKING_SCRIPT = """\
+import os, sys
+import torch
+import gradguard
+
+pid = os.fork()
+if pid == 0:
+    print("child", flush=True)
+    sys.exit(0)
+os.waitpid(pid, 0)
+model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout())
+with gradguard.evaluating(model):
+    model.train()
+print("parent", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX only")
+def test_forked_child_leaves_the_parents_report_alone(tmp_path: Path) -> None:
+    """A child of os.fork() ending with sys.exit(0) prints no summary and writes no JSON."""
+    write(tmp_path, "job.py", FORKING_SCRIPT)
+    watched = gradguard_run("--json", "out.json", "job.py", cwd=tmp_path)
+    assert watched.returncode == 0, watched.stderr
+    assert sorted(watched.stdout.split()) == ["child", "parent"]
+    assert watched.stderr.count("gradguard: ") == 1, watched.stderr
+    assert "gradguard: 1 finding" in watched.stderr
+    [finding] = json.loads((tmp_path / "out.json").read_text())["findings"]
+    assert finding["code"] == "GG006"
+
+
+PARITY_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
+    "closes-stdout": ({"job.py": "import sys\nprint('x')\nsys.stdout.close()\n"}, ["job.py"]),
+    "closes-stderr": ({"job.py": "import sys\nsys.stderr.close()\n"}, ["job.py"]),
+    "keyboard-interrupt": ({"job.py": "raise KeyboardInterrupt\n"}, ["job.py"]),
+    "directory-without-main": ({"app/util.py": ""}, ["app"]),
+    "directory": (
+        {"app/__main__.py": "import sys, json\nprint(json.dumps(sys.path[0]))\n"},
+        ["app"],
+    ),
+    "main-globals": (
+        {"job.py": "print(sorted(k for k in globals() if k.startswith('__')))\n"},
+        ["job.py"],
+    ),
+    "module-package-import": (
+        {
+            "pkg/__init__.py": "import sys\nprint('pkg sees', sys.argv)\n",
+            "pkg/mod.py": "import sys\nprint('mod sees', sys.argv[1:])\n",
+        },
+        ["-m", "pkg.mod", "a"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARITY_CASES))
+def test_runs_as_plain_python_does(tmp_path: Path, case: str) -> None:
+    """Status, stdout and python's own view match `python ARGS` (the summary aside)."""
+    files, args = PARITY_CASES[case]
+    for name, text in files.items():
+        write(tmp_path, name, text)
+    plain = subprocess.run(
+        [sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    watched = gradguard_run(*args, cwd=tmp_path)
+    assert watched.returncode == plain.returncode, watched.stderr
+    assert watched.stdout == plain.stdout
+    if case != "directory-without-main":
+        assert "gradguard: no findings" in watched.stderr or case == "closes-stderr"
+
+
+def test_module_package_is_imported_under_the_watchdog(tmp_path: Path) -> None:
+    """`-m pkg.mod`: pkg's __init__ is part of the script: watched from its import of torch."""
+    write(
+        tmp_path,
+        "pkg/__init__.py",
+        "import torch\nfrom gradguard import _watchdog\nprint(_watchdog.is_watching())\n",
+    )
+    write(tmp_path, "pkg/mod.py", "")
+    watched = gradguard_run("-m", "pkg.mod", cwd=tmp_path)
+    assert (watched.returncode, watched.stdout) == (0, "True\n"), watched.stderr
+
+
+def test_closed_stdout_still_gets_the_json_written(tmp_path: Path) -> None:
+    """A script that closes sys.stdout and sys.stderr: status 0 and the --json file written."""
+    write(tmp_path, "job.py", "import sys\nsys.stdout.close()\nsys.stderr.close()\n")
+    watched = gradguard_run("--json", "out.json", "job.py", cwd=tmp_path)
+    assert watched.returncode == 0, watched.stderr
+    assert json.loads((tmp_path / "out.json").read_text()) == {"findings": []}
+
+
+def test_unwritable_json_is_refused_before_the_script_runs(tmp_path: Path) -> None:
+    """--json into a missing folder: status 2 with a clear line, and the script never ran."""
+    write(tmp_path, "job.py", "print('ran')\n")
+    watched = gradguard_run("--json", "no/such/folder/out.json", "job.py", cwd=tmp_path)
+    assert watched.returncode == 2
+    assert "gradguard run: error: --json 'no/such/folder/out.json': the folder" in watched.stderr
+    assert watched.stdout == ""
+
+
+def test_bad_watch_variable_is_one_line_from_the_console_script(tmp_path: Path) -> None:
+    """`gradguard run` (console script) with GRADGUARD_WATCH=bogus: one line, status 2."""
+    write(tmp_path, "job.py", "print('ran')\n")
+    result = gradguard_run("job.py", cwd=tmp_path, env={"GRADGUARD_WATCH": "bogus"},
+                           console_script=True)  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("gradguard: error: GRADGUARD_WATCH='bogus' is not a valid")
+    assert "Traceback" not in result.stderr

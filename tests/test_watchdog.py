@@ -197,10 +197,12 @@ def test_watch_and_unwatch_restore_every_patch_and_hook() -> None:
     assert _watchdog.is_watching()
     assert _patched_attributes() != attributes
     model.eval()
-    assert model._forward_pre_hooks and model._forward_hooks
+    assert "__call__" in vars(Net)
+    assert not model._forward_pre_hooks and not model._forward_hooks
     gradguard.unwatch()
     assert handle.closed
     assert not _watchdog.is_watching()
+    assert "__call__" not in vars(Net)
     assert _patched_attributes() == attributes
     assert _global_hook_counts() == hooks
     assert not model._forward_pre_hooks and not model._forward_hooks
@@ -337,10 +339,11 @@ def test_deep_mode_discovers_untouched_models() -> None:
 def test_default_level_adds_no_hooks_to_submodules_or_globally(
     watched: gradguard.WatchHandle,
 ) -> None:
-    """Only the root gets per-instance hooks; no global forward hook is installed."""
+    """Only the root's class gets gradguard's __call__; no hook at all is installed."""
     model = Net().eval()
-    assert len(model._forward_pre_hooks) == 1 and len(model._forward_hooks) == 1
-    assert all(not m._forward_pre_hooks for m in list(model.modules())[1:])
+    assert "__call__" in vars(Net)
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
+    assert all("__call__" not in vars(type(m)) for m in list(model.modules())[1:])
     assert not nn.modules.module._global_forward_pre_hooks
     assert not nn.modules.module._global_forward_hooks
 
@@ -900,7 +903,14 @@ def test_scopes_keep_their_fast_path_while_watching(watched: gradguard.WatchHand
         assert not any(m.training for m in model.modules())
     assert _state.tree_of((model,)).all_plain
     assert [m.training for m in model.modules()] == [
-        True, True, True, False, True, True, True, True,
+        True,
+        True,
+        True,
+        False,
+        True,
+        True,
+        True,
+        True,
     ]
     assert model in _watchdog.known_models()
 
@@ -990,3 +1000,30 @@ def test_compiled_code_may_switch_gradients_while_watching(watched: gradguard.Wa
     assert torch.set_grad_enabled is torch.autograd.grad_mode.set_grad_enabled
     assert not features(batch()).requires_grad
     torch._dynamo.reset()
+
+
+class Interruptible(Net):
+    """A Net whose forward is interrupted (Ctrl-C) while ``interrupt`` is set."""
+
+    interrupt = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.interrupt:
+            raise KeyboardInterrupt
+        return super().forward(x)
+
+
+def test_keyboard_interrupt_in_a_forward_does_not_blind_the_thread(
+    watched: gradguard.WatchHandle,
+) -> None:
+    """A Ctrl-C caught inside a watched forward: the next forward is still checked (GG002)."""
+    model = Interruptible()
+    model.train()
+    model.interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        model(batch())
+    model.interrupt = False
+    with pytest.warns(gradguard.TrainModeWithoutGradWarning), torch.no_grad():
+        line = here() + 1
+        model(batch())
+    assert codes() == [("GG002", line)]

@@ -13,8 +13,9 @@ How models are found without touching every module call (the default level):
 * models built or unpickled while watching are remembered by the same registration hooks (and
   ``nn.Module.__setstate__``), and their roots noted when gradients next go off or an optimizer
   steps (:mod:`._built`), so a model that is only ever called is seen too;
-* every noted model gets one forward pre-hook and one forward hook of its own (on the root only:
-  its submodules keep PyTorch's fast path).
+* every noted model's class gets gradguard's ``__call__``, which checks the call when the
+  instance is watched and otherwise calls straight on: nothing is stored on the model, so it
+  saves, pickles, copies and scripts as unwatched, and submodules keep PyTorch's fast path.
 
 ``deep=True`` adds a global module forward pre-hook that notes every outermost module call, at the
 price of taking every module call in the process off its fast path.
@@ -27,7 +28,7 @@ that must run before torch is imported (:mod:`._deferred`, :mod:`._processes`) s
 """
 
 # Layout: _install (handles, patches, global hooks, GRADGUARD_WATCH), _reach (which models are
-# seen, the per-root hooks), one module per check family (_graphs GG001, _train_mode GG002,
+# seen, the per-class call check), one module per check family (_graphs GG001, _train_mode GG002,
 # _backward GG003, _optimizer GG004/GG005), _grad_switch (where gradients were disabled),
 # _built (models remembered as built or unpickled), _processes (child processes), _deferred
 # (installing when torch is imported), _common (lock, per-thread state, status, reporting).

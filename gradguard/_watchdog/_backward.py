@@ -9,13 +9,13 @@ from typing import Any
 import torch
 
 from gradguard import _findings
-from gradguard._watchdog._common import is_compiling, report
+from gradguard._watchdog._common import fail_open, is_compiling, report, status
 from gradguard._watchdog._grad_switch import describe_grad_disabled
 
 _NO_GRAD_ERROR = "does not require grad"
 
 
-@_findings.fail_open("backward-without-grad")
+@fail_open("backward-without-grad")
 def _explain(error: RuntimeError, tensors: Any) -> None:
     """Raise GG003 chained to ``error`` when gradients being off explains it; else return."""
     if isinstance(error, _findings.GradGuardError) or _NO_GRAD_ERROR not in str(error):
@@ -43,22 +43,26 @@ def _explain(error: RuntimeError, tensors: Any) -> None:
         raise explained from error
 
 
-def explaining(original: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap ``Tensor.backward`` or ``torch.autograd.backward``: only the error path does work."""
+def explaining(original: Callable[..., Any], first: str) -> Callable[..., Any]:
+    """Wrap ``Tensor.backward`` or ``torch.autograd.backward``: only the error path does work.
+
+    ``first`` names the wrapped function's first parameter (``self`` or ``tensors``), which
+    callers may pass by keyword: the wrapper takes exactly what the original takes.
+    """
 
     @functools.wraps(original)
-    def backward(target: Any, *args: Any, **kwargs: Any) -> Any:
+    def backward(*args: Any, **kwargs: Any) -> Any:
         try:
-            return original(target, *args, **kwargs)
+            return original(*args, **kwargs)
         except RuntimeError as error:
-            if is_compiling():
+            if is_compiling() or not status.installed:
                 raise
             if isinstance(error, _findings.GradGuardError):
                 # Explained by the inner wrapper (Tensor.backward calls torch.autograd.backward):
                 # from here up, only the program's frames.
                 raise error.with_traceback(None)  # noqa: B904  # its cause is PyTorch's error
             try:
-                _explain(error, target)
+                _explain(error, args[0] if args else kwargs.get(first))
             except _findings.GradGuardError as explained:
                 # The user's frames and PyTorch's own error matter here, not gradguard's internals.
                 raise explained.with_traceback(None) from error

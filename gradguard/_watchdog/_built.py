@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from gradguard import _findings
+from gradguard._watchdog._common import fail_open, status
 
 # Modules built or unpickled since the last resolution, by id (weak: nothing is kept alive).
 built: dict[int, weakref.ref[nn.Module]] = {}
@@ -43,7 +43,8 @@ def unpickling(original: Callable[..., Any]) -> Callable[..., Any]:
 
     def __setstate__(self: nn.Module, state: Any) -> None:
         original(self, state)
-        remember(self)
+        if status.installed:  # left in place under another layer after unwatch(): inert
+            remember(self)
 
     __setstate__.__wrapped__ = original  # type: ignore[attr-defined]
     return __setstate__
@@ -116,12 +117,10 @@ def note_built() -> None:
         roots.setdefault(id(root), root)
     for root in roots.values():
         if id(root) not in _reach.models:
-            # Hooks it carries are a copied model's (deepcopy, pickle): its own come now.
-            _reach._strip_copied_hooks(root)
             _reach.note_safely(root)
 
 
-note_built_safely = _findings.fail_open("model discovery")(note_built)
+note_built_safely = fail_open("model discovery")(note_built)
 
 
 def forget_all() -> None:

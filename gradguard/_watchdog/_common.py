@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
+from typing_extensions import ParamSpec
 
 from gradguard import _findings
 
 if TYPE_CHECKING:
     from gradguard._watchdog._install import WatchHandle
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 lock = threading.RLock()
 local = threading.local()
@@ -47,6 +52,11 @@ def strict() -> bool | None:
         if handle.strict is not None:
             return handle.strict
     return None
+
+
+def fail_open(where: str) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
+    """:func:`gradguard._findings.fail_open` reporting with the watchdog's own ``strict``."""
+    return _findings.fail_open(where, strict=strict)
 
 
 def report(check: str, message: str, fix: str, site: tuple[str, int] | None = None) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from gradguard import _findings
 from gradguard._watchdog import _built
-from gradguard._watchdog._common import is_compiling, local
+from gradguard._watchdog._common import is_compiling, local, status
 
 
 def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
@@ -23,11 +23,13 @@ def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
             if not mode and _built.built and not is_compiling():
                 # Gradients going off is where a model only ever called starts to matter.
                 _built.on_grad_disabled(caller)
-            if caller.f_globals.get("__name__", "").startswith("torch."):
-                # torch.no_grad()/enable_grad() on enter and exit, Optimizer.step's own switch:
-                # scoped, nothing to remember (and no is_compiling() to ask on every step).
+            module = caller.f_globals.get("__name__", "")
+            if module.startswith(("torch.", "gradguard.")):
+                # torch.no_grad()/enable_grad() on enter and exit, Optimizer.step's own switch, or
+                # gradguard's own scopes and inference_fn: scoped, and never the user's bare
+                # switch (and no is_compiling() to ask on every step).
                 return
-            if is_compiling():
+            if is_compiling() or not status.installed:
                 return
             if mode:
                 local.disabled_by = None

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from gradguard import _findings
-from gradguard._watchdog._common import model_name, report
+from gradguard._watchdog._common import fail_open, model_name, report
 
 _METADATA_KEY = "gradguard.graph_use"
 
@@ -60,7 +60,7 @@ def _output_nodes(output: Any) -> Iterator[Any]:
             yield item.grad_fn
 
 
-@_findings.fail_open("graph-in-inference")
+@fail_open("graph-in-inference")
 def track_graph(module: nn.Module, output: Any) -> None:
     """Mark the graph of an eval-mode forward's output, to report it if it dies unused."""
     nodes = [node for node in _output_nodes(output) if _METADATA_KEY not in node.metadata]

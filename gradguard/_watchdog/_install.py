@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import warnings
 from types import TracebackType
 from typing import Any
 
@@ -21,8 +22,8 @@ from gradguard._watchdog._grad_switch import forgetting, remembering_init
 from gradguard._watchdog._optimizer import optimizer_cache, optimizer_step_pre_hook
 from gradguard._watchdog._train_mode import mode_dependent_cache
 
-# (owner, attribute name, original value) of every patch, in the order applied.
-_patches: list[tuple[Any, str, Any]] = []
+# (owner, attribute name, original value, our value) of every patch, in the order applied.
+_patches: list[tuple[Any, str, Any, Any]] = []
 _global_hooks: list[RemovableHandle] = []
 _deep_hooks: list[RemovableHandle] = []
 
@@ -103,6 +104,8 @@ def watch(*, strict: bool | None = None, deep: bool = False) -> WatchHandle:
 
     Raises:
         TypeError: ``strict`` is not a bool or None, or ``deep`` is not a bool.
+        ValueError: ``GRADGUARD_STRICT`` holds something other than a known spelling (checked
+            now, so that no finding later fails on it).
 
     Example:
         >>> import torch, gradguard
@@ -115,6 +118,7 @@ def watch(*, strict: bool | None = None, deep: bool = False) -> WatchHandle:
         raise TypeError(f"watch(strict=...) takes True, False or None, not {strict!r}")
     if not isinstance(deep, bool):
         raise TypeError(f"watch(deep=...) takes True or False, not {deep!r}")
+    _config.is_strict()  # raises ValueError for an invalid GRADGUARD_STRICT, before installing
     with lock:
         handle = WatchHandle(strict, deep)
         if not status.installed:
@@ -175,9 +179,27 @@ _set_grad_enabled_class = torch.autograd.grad_mode.set_grad_enabled
 
 
 def _patch(owner: Any, name: str, value: Any) -> None:
-    original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
-    _patches.append((owner, name, original))
+    original = vars(owner)[name]
+    _patches.append((owner, name, original, value))
     setattr(owner, name, value)
+
+
+def _unpatch() -> list[str]:
+    """Undo our patches, newest first; return those that other code has wrapped since."""
+    stuck = []
+    while _patches:
+        owner, name, original, ours = _patches.pop()
+        current = vars(owner).get(name)
+        if current is ours:
+            setattr(owner, name, original)
+            continue
+        # Another tool wrapped ours after watch(): putting the original back would remove its
+        # layer too. Ours stays under it and passes every call straight on. PyTorch's own
+        # process-lifetime wrappers (torch.compile wraps nn.Module.__init__/__setstate__ once
+        # and for good) are expected there: nothing to warn about.
+        if not str(getattr(current, "__module__", "")).startswith("torch."):
+            stuck.append(f"{getattr(owner, '__module__', None) or owner.__name__}.{name}")
+    return stuck
 
 
 def _install() -> None:
@@ -191,8 +213,8 @@ def _install() -> None:
             wrap = _reach.noting_train if name == "train" else _reach.noting
             _patch(nn.Module, name, wrap(original))
         _patch(nn.Module, "__setstate__", _built.unpickling(nn.Module.__dict__["__setstate__"]))
-        _patch(torch.Tensor, "backward", explaining(torch.Tensor.backward))
-        _patch(torch.autograd, "backward", explaining(torch.autograd.backward))
+        _patch(torch.Tensor, "backward", explaining(torch.Tensor.backward, "self"))
+        _patch(torch.autograd, "backward", explaining(torch.autograd.backward, "tensors"))
         # Methods of the class, not the class itself: torch.compile recognises
         # torch.set_grad_enabled by identity, and traces it without calling __init__.
         switch = _set_grad_enabled_class
@@ -219,7 +241,7 @@ def _install() -> None:
         _state.tree_listener = _reach.on_new_tree
         status.installed = True
         for root in _state.known_roots():
-            _reach.note(root)
+            _reach.note_safely(root)
     except BaseException:
         _uninstall()
         raise
@@ -228,17 +250,23 @@ def _install() -> None:
 def _uninstall(strict: bool | None = None) -> None:
     _remove_deep()
     _state.tree_listener = None
-    while _patches:
-        owner, name, original = _patches.pop()
-        setattr(owner, name, original)
+    status.installed = False
+    stuck = _unpatch()
     while _global_hooks:
         _global_hooks.pop().remove()
-    _reach.forget_all()
+    stuck += _reach.forget_all()
     _built.forget_all()
     local.__dict__.clear()
-    status.installed = False
     optimizer_cache.clear()
     mode_dependent_cache.clear()
+    if stuck:
+        warnings.warn(
+            "gradguard.unwatch(): other code wrapped " + ", ".join(stuck) + " after watch(), so "
+            "gradguard's layer could not be taken out from under it without removing that code's "
+            "layer too; it stays there and passes every call straight on, checking nothing",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     _graphs.report_unused_graphs(strict)
 
 

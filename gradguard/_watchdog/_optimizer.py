@@ -11,7 +11,7 @@ from torch import nn
 
 from gradguard import _findings
 from gradguard._watchdog import _built, _graphs, _reach
-from gradguard._watchdog._common import is_compiling, model_name, report, status
+from gradguard._watchdog._common import fail_open, is_compiling, model_name, report, status
 from gradguard._watchdog._grad_switch import describe_grad_disabled
 from gradguard._watchdog._train_mode import mode_dependent, mode_dependent_layers
 
@@ -110,7 +110,19 @@ def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs:
     _check_step(optimizer, args, kwargs)
 
 
-@_findings.fail_open("optimizer step")
+@fail_open("optimizer step")
+def _trains_a_part(stepped: list[torch.Tensor]) -> bool:
+    """Whether a module owning one of the stepped parameters (with a gradient) is training."""
+    for param in stepped:
+        if param.grad is None:
+            continue
+        entry = _reach.param_owner.get(id(param))
+        owner = entry[1]() if entry is not None and entry[0]() is param else None
+        if owner is not None and owner.training:
+            return True
+    return False
+
+
 def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
     # args holds the optimizer itself first, then step's own arguments.
     closure = args[1] if len(args) > 1 else kwargs.get("closure")
@@ -137,6 +149,8 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
             continue
         if not any(p.grad is not None for p in stepped):
             continue
+        if _trains_a_part(stepped):
+            continue  # a linear probe: the part being stepped was put in training on purpose
         if not mode_dependent(model):
             continue  # eval mode changes nothing in this model: nothing to report
         name = model_name(model)

@@ -1,8 +1,8 @@
-"""Which models the watchdog sees, and the per-root forward hooks that check them.
+"""Which models the watchdog sees, and the per-class ``__call__`` that checks their forwards.
 
 At the default level no global forward hook is installed: a model is noted when the program
 touches it (``train()``, ``eval()``, ``to()``, ... through :func:`noting`; an optimizer step; a
-gradguard scope), and each noted model gets one pre-hook and one forward hook on its root only.
+gradguard scope), and each noted model's class gets the checking ``__call__`` below.
 Parameter and submodule owners are learnt from PyTorch's registration hooks, which run while
 models are built, never on forward. ``deep=True`` adds :func:`deep_pre_hook` for every module call.
 """
@@ -19,22 +19,20 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from gradguard import _findings
 from gradguard._watchdog import _graphs
-from gradguard._watchdog._common import is_compiling, local, lock, status
+from gradguard._watchdog._common import fail_open, is_compiling, local, lock, status
 from gradguard._watchdog._train_mode import check_train_without_grad
 
 
 class _Model:
-    """A model the watchdog has seen: a weak reference and its two per-instance hooks."""
+    """A model the watchdog has seen, held by weak reference only."""
 
-    __slots__ = ("__weakref__", "hooks", "ref")
+    __slots__ = ("__weakref__", "ref")
 
     def __init__(self, ref: weakref.ref[nn.Module]) -> None:
         self.ref = ref
-        self.hooks: list[RemovableHandle] = []
 
 
 models: dict[int, _Model] = {}
@@ -88,17 +86,18 @@ def known_models() -> list[nn.Module]:
     return found
 
 
-def forget_all() -> None:
-    """Remove every model's hooks and forget every model and owner (at removal)."""
-    records = list(models.values())
+def forget_all() -> list[str]:
+    """Forget every model and owner and unwrap every class (at removal).
+
+    Returns the ``Class.__call__`` names where other code wrapped gradguard's since.
+    """
     models.clear()
-    for record in records:
-        for hook in record.hooks:
-            hook.remove()
+    stuck = unwrap_classes()
     param_owner.clear()
     module_parent.clear()
     eval_sites.clear()
     reset_covered()
+    return [f"{cls.__module__}.{cls.__qualname__}.__call__" for cls in stuck]
 
 
 def _forget_model(key: int, ref: weakref.ref[nn.Module]) -> None:
@@ -109,29 +108,26 @@ def _forget_model(key: int, ref: weakref.ref[nn.Module]) -> None:
 
 
 def note(module: nn.Module) -> None:
-    """Start watching ``module`` (as a root: hooks on it, not on its submodules)."""
+    """Start watching ``module`` as a root (its class checks its calls; its submodules are free)."""
     if id(module) in models or not status.installed:
         return
     with lock:
         if id(module) in models or not status.installed:
             return
         key = id(module)
-        record = _Model(weakref.ref(module, functools.partial(_forget_model, key)))
-        record.hooks.append(module.register_forward_pre_hook(root_pre_hook))
-        # Always called, so that the per-thread depth stays right when a forward raises.
-        record.hooks.append(module.register_forward_hook(root_post_hook, always_call=True))
-        models[key] = record
+        wrap_class(type(module))
+        models[key] = _Model(weakref.ref(module, functools.partial(_forget_model, key)))
         status.models_version += 1
 
 
-note_safely = _findings.fail_open("model discovery")(note)
+note_safely = fail_open("model discovery")(note)
 
 
 def noting(original: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap an nn.Module method so that its outermost call notes the module it was called on."""
 
     def noting(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        if getattr(local, "inside", False):
+        if not status.installed or getattr(local, "inside", False):
             return original(self, *args, **kwargs)
         local.inside = True
         try:
@@ -155,7 +151,7 @@ def noting(original: Callable[..., Any]) -> Callable[..., Any]:
     return noting
 
 
-@_findings.fail_open("model discovery")
+@fail_open("model discovery")
 def _note_mode_switch(module: nn.Module, method: str, args: Any, kwargs: Any) -> None:
     if module.training:
         eval_sites.pop(module, None)
@@ -304,22 +300,6 @@ def reset_covered() -> None:
     _covered = [-1, -1, frozenset()]
 
 
-def deep_pre_hook(module: nn.Module, args: Any) -> None:
-    """Global forward pre-hook of ``deep=True``: note every outermost module call."""
-    if is_compiling():
-        return
-    covered = _covered
-    if covered[0] != status.models_version or covered[1] != status.structure:
-        covered = _rebuild_covered()
-    if id(module) in covered[2]:
-        return
-    note_safely(module)
-    _rebuild_covered()
-    if id(module) in models:
-        # This call's instance pre-hooks were collected before the model was noted.
-        root_pre_hook(module, args)
-
-
 def _rebuild_covered() -> list[Any]:
     global _covered
     ids: set[int] = set()
@@ -330,8 +310,16 @@ def _rebuild_covered() -> list[Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# The per-root forward hooks
+# The forward checks of a watched model
 # --------------------------------------------------------------------------------------------
+#
+# Nothing is stored on the model itself. A hook in a module's own hook dicts is pickled with it
+# (torch.save), shared by copy.copy and _replicate_for_data_parallel, kept by copy.deepcopy and
+# compiled by torch.jit.script, and ScriptModules refuse hooks. Instead the *class* of each watched
+# model gets gradguard's ``__call__``, which checks the call when ``self`` is a watched model and
+# otherwise calls straight on: a class is saved by name only, never with its attributes. Other
+# instances of that class pay one dict lookup per call; submodules of other classes keep
+# PyTorch's fast path.
 
 
 class _Calls(threading.local):
@@ -343,51 +331,134 @@ class _Calls(threading.local):
 
 _calls = _Calls()
 
+_ABSENT = object()
 
-def _strip_copied_hooks(module: nn.Module) -> None:
-    """Remove this module's watchdog hooks that no record owns (copied by deepcopy or pickle)."""
-    for hooks in (module._forward_pre_hooks, module._forward_hooks):
-        for key, hook in list(hooks.items()):
-            if hook is root_pre_hook or hook is root_post_hook:
-                del hooks[key]
-                module._forward_hooks_always_called.pop(key, None)
+# Every class given our __call__: (our __call__, what the class had in its own __dict__ before).
+_wrapped: dict[type, tuple[Callable[..., Any], Any]] = {}
+
+_tracing_state = torch._C._get_tracing_state
 
 
-def root_pre_hook(module: nn.Module, _args: Any) -> None:
-    """Before a watched model's forward: GG002 when it runs in training mode without grad."""
+def _is_ours(call: object) -> bool:
+    return getattr(call, "_gradguard_forward", False) is True
+
+
+def _notes_its_instances(cls: type) -> bool:
+    # An instance of the user's own model class that runs outside any watched model is a model
+    # (a deepcopy made for an EMA or a DQN target network, a model loaded with torch.load);
+    # instances of torch's building blocks are parts of models, not models.
+    return not cls.__module__.startswith("torch.")
+
+
+def wrap_class(cls: type[nn.Module]) -> None:
+    """Give ``cls`` gradguard's ``__call__``, unless it already reaches one (idempotent)."""
+    if cls is nn.Module or cls in _wrapped or _is_ours(cls.__call__):
+        return
+    own = cls.__dict__.get("__call__", _ABSENT)
+    # The class above that defines __call__ is asked at every call, not remembered: torch.fx
+    # patches nn.Module.__call__ while it traces, and must see calls of watched models.
+    owner = next(base for base in cls.__mro__[1:] if "__call__" in base.__dict__)
+    wrapper = _checking_call(cls, own, owner)
+    cls.__call__ = wrapper  # type: ignore[method-assign]
+    _wrapped[cls] = (wrapper, own)
+
+
+def unwrap_classes() -> list[type]:
+    """Give every class back its own ``__call__``; return those where other code wrapped ours."""
+    stuck = []
+    for cls, (wrapper, own) in list(_wrapped.items()):
+        if cls.__dict__.get("__call__") is not wrapper:
+            stuck.append(cls)  # ours stays under theirs, and passes every call straight on
+        elif own is _ABSENT:
+            delattr(cls, "__call__")
+        else:
+            cls.__call__ = own  # type: ignore[method-assign]
+    _wrapped.clear()
+    return stuck
+
+
+def _checking_call(cls: type, own: Any, owner: type) -> Callable[..., Any]:
+    notes = _notes_its_instances(cls)
+
+    def __call__(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        call = owner.__call__ if own is _ABSENT else own
+        # Compiling first: torch.compile traces this function and must see only the call.
+        if is_compiling() or _tracing_state() is not None:
+            return call(self, *args, **kwargs)
+        if id(self) not in models:
+            if not (notes and status.installed and not _calls.depth):
+                return call(self, *args, **kwargs)
+            note_safely(self)
+            if id(self) not in models:
+                return call(self, *args, **kwargs)
+        calls = _calls
+        if calls.installation != status.installation:
+            calls.installation = status.installation
+            calls.depth = 0
+        depth = calls.depth
+        if depth:
+            # The outermost watched model speaks for this call.
+            calls.depth = depth + 1
+            try:
+                return call(self, *args, **kwargs)
+            finally:
+                calls.depth = depth
+        if _graphs.pending:
+            _graphs.flush_pending()
+        if self.training and not torch.is_grad_enabled() and not _suspended():
+            check_train_without_grad(self)
+        calls.depth = 1
+        try:
+            output = call(self, *args, **kwargs)
+        finally:
+            # Whatever ends the forward (an exception, KeyboardInterrupt), this thread recovers.
+            calls.depth = 0
+        if not self.training and torch.is_grad_enabled():
+            _graphs.track_graph(self, output)
+        return output
+
+    __call__._gradguard_forward = True  # type: ignore[attr-defined]
+    __call__.__qualname__ = f"{cls.__qualname__}.__call__"
+    return __call__
+
+
+def _suspended() -> bool:
+    """Whether this forward is a recomputation that runs without grad by design."""
+    return False
+
+
+def deep_pre_hook(module: nn.Module, args: Any) -> None:
+    """Global forward pre-hook of ``deep=True``: note every outermost module call."""
     if is_compiling():
         return
-    if id(module) not in models:
-        # A copy of a watched model (copy.deepcopy, torch.load) carries hooks that no record owns.
-        _strip_copied_hooks(module)
-        if not status.installed:
-            return
-        note_safely(module)
-        if id(module) not in models:
-            return
-    calls = _calls
-    if calls.installation != status.installation:
-        calls.installation = status.installation
-        calls.depth = 0
-    depth = calls.depth
-    calls.depth = depth + 1
-    if depth:
-        return  # the outermost watched model speaks for this call
-    if _graphs.pending:
-        _graphs.flush_pending()
-    if module.training and not torch.is_grad_enabled():
-        check_train_without_grad(module)
+    covered = _covered
+    if covered[0] != status.models_version or covered[1] != status.structure:
+        covered = _rebuild_covered()
+    if id(module) in covered[2]:
+        return
+    note_safely(module)
+    _rebuild_covered()
+    # This call went past the class's __call__ before the model was noted: check it here (its
+    # next calls go through gradguard's __call__).
+    if id(module) not in models or _calls.depth:
+        return
+    if module.training:
+        if not torch.is_grad_enabled():
+            check_train_without_grad(module)
+    elif torch.is_grad_enabled():
+        _track_this_call(module)
 
 
-def root_post_hook(module: nn.Module, _args: Any, output: Any) -> None:
-    """After a watched model's forward: GG001 bookkeeping for an eval forward with grad on."""
-    if is_compiling():
-        return
-    calls = _calls
-    depth = calls.depth - 1
-    if depth > 0:
-        calls.depth = depth
-        return
-    calls.depth = 0
-    if not module.training and torch.is_grad_enabled():
-        _graphs.track_graph(module, output)
+def _track_this_call(module: nn.Module) -> None:
+    """GG001 for the call now running, whose output only a forward hook can see.
+
+    The hook is the module's own for this one call and removes itself as the call ends (PyTorch
+    reads the module's forward hooks after the forward, so one added by a pre-hook runs).
+    """
+
+    def once(owner: nn.Module, _args: Any, output: Any) -> None:
+        handle.remove()
+        if not owner.training and torch.is_grad_enabled():
+            _graphs.track_graph(owner, output)
+
+    handle = module.register_forward_hook(once, always_call=True)

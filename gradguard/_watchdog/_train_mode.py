@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import weakref
 
+import torch
 from torch import nn
 
 from gradguard import _findings
-from gradguard._watchdog._common import model_name, report, status
+from gradguard._watchdog._common import fail_open, model_name, report, status
 from gradguard._watchdog._grad_switch import describe_grad_disabled
 
 # model -> (structure generation, answer). Not the state engine's tree cache: the watchdog looks
@@ -18,7 +20,29 @@ mode_dependent_cache: weakref.WeakKeyDictionary[nn.Module, tuple[int, bool]] = (
 )
 
 
+def _compiled_behaves_differently_in_training(module: torch.jit.ScriptModule) -> bool:
+    """The same question for a ScriptModule, which keeps only its original class's name."""
+    if isinstance(module, torch.jit._trace.TracedModule):
+        return False  # tracing fixed every mode-dependent branch as it was when traced
+    name = getattr(module, "original_name", "")
+    torch_class = getattr(nn, name, None)
+    if isinstance(torch_class, type) and issubclass(torch_class, nn.Module):
+        if issubclass(torch_class, nn.modules.batchnorm._NormBase):
+            return bool(getattr(module, "track_running_stats", True))
+        if issubclass(torch_class, nn.modules.dropout._DropoutNd):
+            return bool(getattr(module, "p", 1) > 0)
+        if issubclass(torch_class, (nn.RNNBase, nn.MultiheadAttention)):
+            return bool(getattr(module, "dropout", 1))
+        return False
+    try:
+        return "training" in module.code
+    except Exception:  # a module without a forward has no code, and no mode
+        return False
+
+
 def _behaves_differently_in_training(module: nn.Module) -> bool:
+    if isinstance(module, torch.jit.ScriptModule):
+        return _compiled_behaves_differently_in_training(module)
     if isinstance(module, nn.modules.batchnorm._NormBase):
         return bool(module.track_running_stats)
     if isinstance(module, nn.modules.dropout._DropoutNd):
@@ -90,22 +114,33 @@ def mode_dependent(module: nn.Module) -> bool:
     return known
 
 
-def _called_from_update_bn() -> bool:
+_CHECKPOINT_FILE = os.path.join("torch", "utils", "checkpoint.py")
+
+
+def _runs_without_grad_by_design() -> bool:
+    """Inside torch's own code that runs a training forward with gradients off on purpose.
+
+    ``swa_utils.update_bn`` recalibrates BatchNorm; reentrant activation checkpointing
+    (``checkpoint(..., use_reentrant=True)``) runs the first forward under no_grad and
+    recomputes it with gradients during backward.
+    """
     frame = sys._getframe(2)
     while frame is not None:
         code = frame.f_code
         if code.co_name == "update_bn" and code.co_filename.endswith("swa_utils.py"):
             return True
+        if code.co_filename.endswith(_CHECKPOINT_FILE):
+            return True
         frame = frame.f_back  # type: ignore[assignment]
     return False
 
 
-@_findings.fail_open("train-mode-without-grad")
+@fail_open("train-mode-without-grad")
 def check_train_without_grad(module: nn.Module) -> None:
     """Report GG002 for ``module``, in training mode and running with gradients off."""
     if _findings.is_allowed("train-mode-without-grad") or not mode_dependent(module):
         return
-    if _called_from_update_bn():
+    if _runs_without_grad_by_design():
         return
     site, inside = _findings.user_site_inside(sys._getframe(1))
     name = model_name(module)

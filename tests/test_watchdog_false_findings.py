@@ -1,0 +1,113 @@
+"""Legal code the watchdog must not report, and lines it must not blame."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+import gradguard
+
+HERE = os.path.abspath(__file__)
+
+
+class Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Dropout(0.2), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Probe(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = Encoder()
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+@pytest.fixture(autouse=True)
+def _watched() -> Iterator[None]:
+    gradguard.unwatch()
+    gradguard.clear_findings()
+    gradguard.configure(strict=None)
+    with gradguard.watch(strict=True):
+        yield
+    gradguard.clear_findings()
+
+
+def test_reentrant_checkpoint_in_a_training_step_is_not_gg002() -> None:
+    """checkpoint(encoder, x, use_reentrant=True) runs its first forward without grad by design."""
+    encoder, head = Encoder(), nn.Linear(16, 3)
+    encoder.train()
+    head.train()
+    optimizer = torch.optim.SGD([*encoder.parameters(), *head.parameters()], lr=0.1)
+    x = torch.randn(4, 8, requires_grad=True)
+    for use_reentrant in (True, False):
+        loss = head(checkpoint(encoder, x, use_reentrant=use_reentrant)).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert gradguard.findings() == []
+
+
+def test_training_mode_under_no_grad_is_still_found_outside_checkpointing() -> None:
+    """The same encoder in training mode under a plain no_grad is still GG002."""
+    encoder = Encoder()
+    encoder.train()
+    with pytest.raises(gradguard.GradGuardError, match="GG002"), torch.no_grad():
+        encoder(torch.randn(4, 8))
+
+
+def test_linear_probe_on_an_eval_backbone_is_not_gg004() -> None:
+    """model.eval(); model.head.train(); stepping only the head is a linear probe, not GG004."""
+    model = Probe()
+    model.eval()
+    model.head.train()
+    optimizer = torch.optim.SGD(model.head.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(torch.randn(4, 8)).sum().backward()
+        optimizer.step()
+    assert gradguard.findings() == []
+
+
+def test_model_left_in_eval_is_still_gg004() -> None:
+    """Stepping the parameters of a model wholly in eval is still GG004."""
+    model = Probe()
+    model.eval()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(4, 8)).sum().backward()
+    with pytest.raises(gradguard.GradGuardError, match="GG004"):
+        optimizer.step()
+
+
+def test_gg002_blames_the_users_bare_switch_not_inference_fns_own() -> None:
+    """A bare set_grad_enabled(False), then an @inference_fn call: GG002 names the bare line."""
+
+    @gradguard.inference_fn
+    def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model(x)
+
+    evaluated, trained = Encoder(), Encoder()
+    trained.train()
+    gradguard.configure(strict=False)
+    with gradguard.watch(strict=False):
+        bare = sys._getframe().f_lineno + 1
+        torch.set_grad_enabled(False)
+        try:
+            predict(evaluated, torch.randn(4, 8))
+            with pytest.warns(gradguard.TrainModeWithoutGradWarning) as caught:
+                trained(torch.randn(4, 8))
+        finally:
+            torch.set_grad_enabled(True)
+    assert f"by torch.set_grad_enabled(False) at {HERE}:{bare}" in str(caught[0].message)

@@ -1,0 +1,87 @@
+"""unwatch() takes out only gradguard's own layer, and says so when it cannot."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import gradguard
+from gradguard import _watchdog
+
+ORIGINAL_TRAIN = nn.Module.__dict__["train"]
+ORIGINAL_EVAL = nn.Module.__dict__["eval"]
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> Iterator[None]:
+    gradguard.unwatch()
+    gradguard.clear_findings()
+    yield
+    gradguard.unwatch()
+    gradguard.clear_findings()
+    nn.Module.train = ORIGINAL_TRAIN  # type: ignore[method-assign]
+    vars(Net).get("__call__") and delattr(Net, "__call__")  # type: ignore[func-returns-value]
+
+
+def _counting(wrapped: Callable[..., Any], calls: list[str]) -> Callable[..., Any]:
+    def tool(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(type(self).__name__)
+        return wrapped(self, *args, **kwargs)
+
+    return tool
+
+
+def test_unwatch_keeps_another_tools_wrapper_applied_after_watch() -> None:
+    """A tool wrapping nn.Module.train after watch() keeps working after unwatch(), told so."""
+    calls: list[str] = []
+    gradguard.watch()
+    tool = _counting(nn.Module.train, calls)
+    nn.Module.train = tool  # type: ignore[method-assign]
+    with pytest.warns(RuntimeWarning, match=r"other code wrapped torch\.nn\.modules\.module\.tr"):
+        gradguard.unwatch()
+    assert nn.Module.__dict__["train"] is tool
+    assert nn.Module.__dict__["eval"] is ORIGINAL_EVAL
+    model = Net()
+    model.train(False)
+    assert calls == ["Net", "Sequential", "Linear", "Dropout"]
+    assert not model.training
+    assert _watchdog.known_models() == []  # gradguard's layer under the tool does nothing
+
+
+def test_unwatch_keeps_a_wrapper_of_a_watched_class_call() -> None:
+    """A tool wrapping a watched model's class __call__ keeps it; ours passes calls through."""
+    calls: list[str] = []
+    model = Net()
+    gradguard.watch()
+    model.eval()
+    tool = _counting(Net.__call__, calls)
+    Net.__call__ = tool  # type: ignore[method-assign]
+    with pytest.warns(RuntimeWarning, match=r"other code wrapped .*Net\.__call__"):
+        gradguard.unwatch()
+    assert vars(Net)["__call__"] is tool
+    model(torch.randn(2, 4))  # an eval forward with grad: no finding once unwatched
+    assert calls == ["Net"]
+    assert gradguard.findings() == []
+
+
+def test_unwatch_without_other_tools_restores_silently() -> None:
+    """With nobody else patching, unwatch() restores every attribute and warns nothing."""
+    model = Net()
+    gradguard.watch()
+    model.eval()
+    gradguard.unwatch()
+    assert nn.Module.__dict__["train"] is ORIGINAL_TRAIN
+    assert "__call__" not in vars(Net)

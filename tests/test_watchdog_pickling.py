@@ -1,0 +1,222 @@
+"""The watchdog leaves no trace on models: saved, pickled and copied models are as if unwatched."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import gradguard
+from gradguard import _watchdog
+
+# A model module of the user's own, importable by a fresh interpreter that has no gradguard.
+MODEL_SOURCE = """
+import torch
+from torch import nn
+
+
+class LanguageModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Embedding(20, 8)
+        self.rnn = nn.LSTM(8, 8, batch_first=True)
+        self.drop = nn.Dropout(0.2)
+        self.decoder = nn.Linear(8, 20)
+
+    def forward(self, tokens):
+        out, _ = self.rnn(self.drop(self.encoder(tokens)))
+        return self.decoder(self.drop(out))
+"""
+
+# Trains two steps, evaluates, and saves the model and its state_dict in every usual way; the
+# same whether watched or not. argv: output folder.
+TRAIN_AND_SAVE = """
+import copy, pickle, sys
+import torch
+from netdef import LanguageModel
+
+torch.manual_seed(0)
+model = LanguageModel()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+tokens = torch.randint(0, 20, (4, 6))
+for _ in range(2):
+    model.train()
+    loss = model(tokens).logsumexp(-1).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+model.eval()
+with torch.no_grad():
+    model(tokens)
+out = sys.argv[1]
+torch.save(model, out + "/model.pt")
+torch.save(model.state_dict(), out + "/state.pt")
+torch.save({"model": model, "optimizer": optimizer.state_dict()}, out + "/checkpoint.pt")
+with open(out + "/model.pickle", "wb") as f:
+    pickle.dump(model, f)
+torch.save(copy.deepcopy(model), out + "/deepcopy.pt")
+# The script loads its own checkpoint back, as pytorch/examples' word_language_model does.
+with torch.serialization.safe_globals([LanguageModel, torch.nn.Embedding, torch.nn.LSTM,
+                                       torch.nn.Dropout, torch.nn.Linear]):
+    torch.load(out + "/model.pt", weights_only=True)
+print("saved")
+"""
+
+# Loads every file in a fresh interpreter that cannot import gradguard.
+LOAD_WITHOUT_GRADGUARD = """
+import importlib.util, pickle, sys
+assert importlib.util.find_spec("gradguard") is None, "gradguard is importable"
+import torch
+from netdef import LanguageModel
+folder = sys.argv[1]
+model = torch.load(folder + "/model.pt", weights_only=False)
+assert type(model) is LanguageModel and not model.training
+torch.load(folder + "/checkpoint.pt", weights_only=False)
+torch.load(folder + "/deepcopy.pt", weights_only=False)
+with open(folder + "/model.pickle", "rb") as f:
+    pickle.load(f)
+state = torch.load(folder + "/state.pt", weights_only=True)
+model.load_state_dict(state)
+with torch.serialization.safe_globals([LanguageModel, torch.nn.Embedding, torch.nn.LSTM,
+                                       torch.nn.Dropout, torch.nn.Linear]):
+    torch.load(folder + "/model.pt", weights_only=True)
+for m in model.modules():
+    assert not m._forward_pre_hooks and not m._forward_hooks, m
+print("loaded")
+"""
+
+FILES = ("model.pt", "state.pt", "checkpoint.pt", "model.pickle", "deepcopy.pt")
+
+
+class Net(nn.Module):
+    """A small classifier with BatchNorm and dropout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> Iterator[None]:
+    gradguard.unwatch()
+    gradguard.clear_findings()
+    yield
+    gradguard.unwatch()
+    gradguard.clear_findings()
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("GRADGUARD_")}
+
+
+def _save(tmp_path: Path, name: str, watched: bool) -> Path:
+    out = tmp_path / name
+    out.mkdir()
+    script = tmp_path / "train_and_save.py"
+    command = [sys.executable, "-m", "gradguard", "run", "--strict", str(script), str(out)]
+    if not watched:
+        command = [sys.executable, str(script), str(out)]
+    done = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "saved" in done.stdout
+    return out
+
+
+def test_checkpoint_saved_while_watched_is_byte_for_byte_an_unwatched_one(tmp_path: Path) -> None:
+    """Under `gradguard run`, torch.save/pickle/deepcopy write exactly what plain python writes."""
+    (tmp_path / "netdef.py").write_text(MODEL_SOURCE)
+    (tmp_path / "train_and_save.py").write_text(TRAIN_AND_SAVE)
+    plain = _save(tmp_path, "plain", watched=False)
+    watched = _save(tmp_path, "watched", watched=True)
+    for name in FILES:
+        data = (watched / name).read_bytes()
+        assert b"gradguard" not in data, name
+        if name != "model.pickle":  # plain pickle of an LSTM differs from run to run anyway
+            assert data == (plain / name).read_bytes(), name
+
+
+def test_checkpoint_saved_while_watched_loads_where_gradguard_is_absent(tmp_path: Path) -> None:
+    """A fresh interpreter without gradguard on its path loads it, weights_only True and False."""
+    (tmp_path / "netdef.py").write_text(MODEL_SOURCE)
+    (tmp_path / "train_and_save.py").write_text(TRAIN_AND_SAVE)
+    (tmp_path / "load.py").write_text(LOAD_WITHOUT_GRADGUARD)
+    watched = _save(tmp_path, "watched", watched=True)
+    # -S: no site-packages processing, so the editable install's path entry is not added;
+    # torch's own folder and the model's are put on the path by hand.
+    bootstrap = textwrap.dedent(
+        f"""
+        import sys, runpy
+        sys.path[:0] = [{str(tmp_path)!r}, {sysconfig.get_paths()["purelib"]!r}]
+        sys.argv = ["load.py", {str(watched)!r}]
+        runpy.run_path({str(tmp_path / "load.py")!r}, run_name="__main__")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", bootstrap],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "loaded"
+
+
+def _use(model: nn.Module) -> bytes:
+    torch.manual_seed(1)
+    model.train()
+    model(torch.randn(4, 8)).sum().backward()
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(4, 8))
+    model(torch.randn(4, 8))  # an eval forward with grad: GG001 tracks its graph
+    return pickle.dumps(model)
+
+
+def test_pickle_of_a_watched_model_is_its_unwatched_pickle() -> None:
+    """pickle.dumps of a watched, used model is the bytes of the same model once unwatched."""
+    model = Net()
+    with pytest.warns(gradguard.GraphInInferenceWarning), gradguard.watch():
+        watched = _use(model)
+        assert model in _watchdog.known_models()
+    assert b"gradguard" not in watched
+    assert watched == pickle.dumps(model)
+
+
+@pytest.mark.parametrize(
+    "copier",
+    [copy.copy, copy.deepcopy, lambda model: model._replicate_for_data_parallel()],
+    ids=["copy", "deepcopy", "replicate_for_data_parallel"],
+)
+def test_copies_share_and_keep_nothing_of_the_watchdog(copier: object) -> None:
+    """A copy made while watched, and its original, carry no hook and stay hook-free after."""
+    model = Net()
+    with gradguard.watch():
+        model.eval()
+        duplicate = copier(model)  # type: ignore[operator]
+        for module in (model, duplicate):
+            assert not module._forward_pre_hooks and not module._forward_hooks
+        with torch.no_grad():
+            duplicate(torch.randn(4, 8))
+            model(torch.randn(4, 8))
+    for module in (*model.modules(), *duplicate.modules()):
+        assert not module._forward_pre_hooks and not module._forward_hooks
+        assert not module._forward_hooks_always_called
+    assert "__call__" not in vars(Net)
