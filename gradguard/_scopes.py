@@ -80,12 +80,15 @@ def describe(modules: tuple[nn.Module, ...]) -> str:
 
 
 class _Scope:
-    """Shared machinery: per-thread entry stacks, decorator use, exception-safe exit."""
+    """Shared machinery: entry stacks, decorator use, exception-safe exit from any thread."""
 
     _what = "scope"
 
     def __init__(self) -> None:
-        self._entries: dict[int, list[Any]] = {}
+        # (thread, token) per open entry, in entry order: exit takes the latest entry of its own
+        # thread, or, exited from another thread (a generator finalised elsewhere, a framework
+        # that enters and exits on different pool threads), the latest entry of all.
+        self._entries: list[tuple[int, Any]] = []
 
     def _enter(self) -> Any:
         raise NotImplementedError
@@ -98,7 +101,7 @@ class _Scope:
 
     def __enter__(self) -> None:
         token = self._enter()
-        self._entries.setdefault(threading.get_ident(), []).append(token)
+        self._entries.append((threading.get_ident(), token))
 
     def __exit__(
         self,
@@ -106,11 +109,16 @@ class _Scope:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        entries = self._entries
+        if not entries:
+            raise RuntimeError(f"{self._what}(...) exited more often than it was entered")
         ident = threading.get_ident()
-        stack = self._entries[ident]
-        token = stack.pop()
-        if not stack:
-            del self._entries[ident]
+        for position in range(len(entries) - 1, -1, -1):
+            if entries[position][0] == ident:
+                break
+        else:
+            position = len(entries) - 1
+        token = entries.pop(position)[1]
         self._exit(token, exc_type is not None)
 
     def __call__(self, fn: F) -> F:
@@ -128,58 +136,114 @@ def _report_changed(check_site_failing: bool, message: str, fix: str) -> None:
 
 
 class _GraphWatch:
-    """GG001 inside a scope: a saved-tensors hook that fires only if a graph is recorded."""
+    """GG001 inside a scope: a held model's forward returned a graph while this scope is open.
 
-    __slots__ = ("hooks", "mode", "reported", "what")
+    While a scope is open in a thread its watch is on that thread's stack (``None`` for
+    ``mode="grad"``, which asks for graphs); every held root has :func:`_forward_hook`, which
+    asks the innermost watch of the thread running the forward. No saved-tensors hook is pushed:
+    it would make ``torch.func`` transforms inside the scope fail, and it would show in the
+    hook stack of code running while a generator or coroutine is suspended.
+    """
+
+    __slots__ = ("mode", "reported", "what")
 
     def __init__(self, what: str, mode: str) -> None:
         self.what = what
         self.mode = mode
         self.reported = False
-        self.hooks: Any = None
 
-    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        if not self.reported and not torch.compiler.is_compiling():
-            self.reported = True
-            _findings.report(
-                "graph-in-inference",
-                f"an autograd graph was recorded inside {self.what} (mode={self.mode!r}): "
-                "gradients were turned back on inside the scope, so this forward keeps "
-                "activations alive for a backward that inference never runs",
-                "remove the torch.enable_grad()/set_grad_enabled(True) from inside the scope, "
-                "or use mode='grad' if you need gradients there (saliency, adversarial inputs)",
-            )
-        return tensor
+    def report_graph(self, module: nn.Module) -> None:
+        self.reported = True
+        _findings.report(
+            "graph-in-inference",
+            f"an autograd graph was recorded inside {self.what} (mode={self.mode!r}): "
+            f"{type(module).__name__} ran forward with gradients turned back on inside the "
+            "scope, so its output keeps activations alive for a backward that inference never "
+            "runs",
+            "remove the torch.enable_grad()/set_grad_enabled(True) from inside the scope, "
+            "or use mode='grad' if you need gradients there (saliency, adversarial inputs)",
+        )
 
-    @staticmethod
-    def unpack(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
 
-    def start(self) -> None:
-        try:
-            self.hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
-            self.hooks.__enter__()
-        except RuntimeError:  # saved-tensor hooks are disabled here (e.g. by a compiler pass)
-            self.hooks = None
+_watches = threading.local()
+_functorch_active = torch._C._are_functorch_transforms_active
 
-    def stop(self) -> None:
-        if self.hooks is not None:
-            self.hooks.__exit__(None, None, None)
-            self.hooks = None
 
+def open_watches() -> list[_GraphWatch | None]:
+    """This thread's stack of open scopes' GG001 watches (innermost last)."""
+    stack: list[_GraphWatch | None] | None = getattr(_watches, "stack", None)
+    if stack is None:
+        stack = _watches.stack = []
+    return stack
+
+
+def close_watch(stack: list[_GraphWatch | None], watch: _GraphWatch | None) -> None:
+    """Take ``watch`` off ``stack`` (the stack of the thread it was opened in)."""
+    if stack and stack[-1] is watch:
+        stack.pop()
+        return
+    for position in range(len(stack) - 1, -1, -1):
+        if stack[position] is watch:
+            del stack[position]
+            return
+
+
+def graph_tensor(value: object) -> torch.Tensor | None:
+    """A tensor with a ``grad_fn`` in ``value`` or one level inside a tuple, list or dict."""
+    if isinstance(value, torch.Tensor):
+        return value if value.grad_fn is not None else None
+    if isinstance(value, (tuple, list)):
+        items: Any = value
+    elif isinstance(value, dict):
+        items = value.values()
+    else:
+        return None
+    for item in items:
+        if isinstance(item, torch.Tensor) and item.grad_fn is not None:
+            return item
+    return None
+
+
+def _forward_hook(module: nn.Module, _args: Any, output: Any) -> None:
+    """Forward hook on every held root: GG001 when its output is a graph inside a scope."""
+    if torch.compiler.is_compiling() or not torch.is_grad_enabled():
+        return
+    stack = getattr(_watches, "stack", None)
+    if not stack:
+        return
+    watch = stack[-1]
+    if watch is None or watch.reported or _functorch_active():
+        # mode="grad", already reported, or a torch.func transform (its own graphs, on purpose)
+        return
+    if graph_tensor(output) is not None:
+        watch.report_graph(module)
+
+
+_state.root_hook = _forward_hook
 
 _GRAPH_WANTED = ("graph-in-inference",)
 
 
 class _EvalToken:
-    __slots__ = ("grad_before", "grad_ctx", "graph", "graph_wanted", "hold", "optimizers")
+    __slots__ = (
+        "allowed",
+        "grad_before",
+        "grad_ctx",
+        "hold",
+        "optimizers",
+        "thread",
+        "watch",
+        "watches",
+    )
 
     def __init__(self) -> None:
-        self.graph_wanted = False
+        self.thread = threading.get_ident()
+        self.allowed: dict[str, int] | None = None
         self.grad_before = True
         self.hold: _state.Hold | None = None
         self.grad_ctx: Any = None
-        self.graph: _GraphWatch | None = None
+        self.watches: list[_GraphWatch | None] | None = None
+        self.watch: _GraphWatch | None = None
         self.optimizers: list[Any] = []
 
 
@@ -198,6 +262,29 @@ def _switchable(optimizer: object) -> bool:
     return callable(getattr(optimizer, "eval", None)) and callable(
         getattr(optimizer, "train", None)
     )
+
+
+def _check_optimizers(optimizers: object) -> tuple[Any, ...]:
+    """Validate ``optimizers=``: one optimizer, or a list or tuple of them.
+
+    Raises:
+        TypeError: anything else, naming what was given and what is valid.
+    """
+    valid = (
+        "evaluating(optimizers=...) takes an optimizer or a list or tuple of them "
+        "(torch.optim.Optimizer objects, or objects with callable .eval() and .train() such as "
+        "schedule-free optimizers)"
+    )
+    if _switchable(optimizers) or isinstance(optimizers, torch.optim.Optimizer):
+        return (optimizers,)
+    if not isinstance(optimizers, (list, tuple)):
+        raise TypeError(f"{valid}; got {type(optimizers).__qualname__} ({optimizers!r:.80})")
+    for index, optimizer in enumerate(optimizers):
+        if not (_switchable(optimizer) or isinstance(optimizer, torch.optim.Optimizer)):
+            raise TypeError(
+                f"{valid}; item {index} is {type(optimizer).__qualname__} ({optimizer!r:.80})"
+            )
+    return tuple(optimizers)
 
 
 class evaluating(_Scope):
@@ -249,22 +336,15 @@ class evaluating(_Scope):
         self,
         *modules: nn.Module,
         mode: Mode = "no_grad",
-        optimizers: tuple[Any, ...] | list[Any] = (),
+        optimizers: Any = (),
     ) -> None:
         super().__init__()
         check_modules(modules, "evaluating(...)")
         check_mode(mode, "evaluating(...)")
-        optimizers = tuple(optimizers)
-        for optimizer in optimizers:
-            if not (_switchable(optimizer) or isinstance(optimizer, torch.optim.Optimizer)):
-                raise TypeError(
-                    "evaluating(optimizers=...) takes torch.optim.Optimizer objects or objects "
-                    "with callable .eval() and .train() (schedule-free optimizers); "
-                    f"got {optimizer!r}"
-                )
+        checked = _check_optimizers(optimizers)
         self.modules: tuple[nn.Module, ...] = modules
         self.mode: str = mode
-        self.optimizers: tuple[Any, ...] = tuple(o for o in optimizers if _switchable(o))
+        self.optimizers: tuple[Any, ...] = tuple(o for o in checked if _switchable(o))
         self._label = f"evaluating({describe(modules)})"
 
     def _clone(self) -> evaluating:
@@ -281,14 +361,15 @@ class evaluating(_Scope):
                 token.grad_ctx = torch.no_grad()
             elif self.mode == "inference":
                 token.grad_ctx = torch.inference_mode()
+            token.watches = open_watches()
             if token.grad_ctx is not None:
                 token.grad_ctx.__enter__()
-                token.graph = _GraphWatch(self._label, self.mode)
-                token.graph.start()
+                token.watch = _GraphWatch(self._label, self.mode)
+                token.watches.append(token.watch)
             else:
-                # mode="grad" asks for graphs in eval mode: the watchdog's GG001 stays silent.
-                _findings.push_allowed(_GRAPH_WANTED)
-                token.graph_wanted = True
+                # mode="grad" asks for graphs in eval mode: GG001 stays silent in this thread.
+                token.allowed = _findings.push_allowed(_GRAPH_WANTED)
+                token.watches.append(None)
                 token.grad_before = torch.is_grad_enabled()
         except BaseException:
             self._exit(token, True)
@@ -297,16 +378,20 @@ class evaluating(_Scope):
 
     def _exit(self, token: _EvalToken, failing: bool) -> None:
         grad_changed = ""
-        if token.graph_wanted:
-            _findings.pop_allowed(_GRAPH_WANTED)
-            # mode="grad" leaves the grad mode alone, and so must the code inside it.
-            grad_changed = grad_mode_changed("grad", token.grad_before)
-            if grad_changed:
-                torch.set_grad_enabled(token.grad_before)
+        # The grad mode is thread local: exited from another thread, the entering thread's grad
+        # mode cannot be put back from here (and this thread's must not be touched).
+        same_thread = token.thread == threading.get_ident()
         try:
-            if token.graph is not None:
-                token.graph.stop()
-            if token.grad_ctx is not None:
+            if token.watches is not None:
+                close_watch(token.watches, token.watch)
+            if token.allowed is not None:
+                _findings.pop_allowed(_GRAPH_WANTED, token.allowed)
+                # mode="grad" leaves the grad mode alone, and so must the code inside it.
+                if same_thread:
+                    grad_changed = grad_mode_changed("grad", token.grad_before)
+                    if grad_changed:
+                        torch.set_grad_enabled(token.grad_before)
+            if token.grad_ctx is not None and same_thread:
                 grad_changed = grad_mode_changed(self.mode)
                 token.grad_ctx.__exit__(None, None, None)
         finally:
@@ -370,22 +455,25 @@ def _hold_optimizer(optimizer: Any) -> None:
             return
         was_training = _optimizer_in_train_mode(optimizer)
         _optimizer_counts[id(optimizer)] = [1, was_training, optimizer]
-        if was_training:
-            try:
-                optimizer.eval()
-            except BaseException:
+    if was_training:
+        # User code: never under the engine's lock.
+        try:
+            optimizer.eval()
+        except BaseException:
+            with _state._lock:
                 del _optimizer_counts[id(optimizer)]
-                raise
+            raise
 
 
 def _release_optimizer(optimizer: Any) -> None:
     with _state._lock:
         entry = _optimizer_counts[id(optimizer)]
         entry[0] -= 1
-        if entry[0] == 0:
-            del _optimizer_counts[id(optimizer)]
-            if entry[1]:
-                optimizer.train()
+        if entry[0] > 0:
+            return
+        del _optimizer_counts[id(optimizer)]
+    if entry[1]:
+        optimizer.train()
 
 
 class _FrozenToken:
@@ -484,7 +572,8 @@ class frozen(_Scope):
 class allow(_Scope):
     """Silence the named checks within a block, for intended uses.
 
-    Thread locality: silences checks in the current thread only. Also works as a decorator.
+    Thread locality: silences checks in the current thread only (exited from another thread, it
+    still ends the silence of the thread that entered it). Also works as a decorator.
 
     Args:
         *checks: check names (``"train-mode-without-grad"``) or codes (``"GG002"``).
@@ -507,8 +596,9 @@ class allow(_Scope):
     def _clone(self) -> allow:
         return allow(*self.checks)
 
-    def _enter(self) -> None:
-        _findings.push_allowed(self.checks)
+    def _enter(self) -> dict[str, int]:
+        return _findings.push_allowed(self.checks)
 
-    def _exit(self, token: None, failing: bool) -> None:
-        _findings.pop_allowed(self.checks)
+    def _exit(self, token: dict[str, int], failing: bool) -> None:
+        # The counts of the thread that entered: exited elsewhere, that thread's checks come back.
+        _findings.pop_allowed(self.checks, token)
