@@ -308,9 +308,7 @@ _trees: dict[tuple[int, ...], tuple[tuple[weakref.ref[nn.Module], ...], Tree]] =
 tree_listener: Callable[[Sequence[nn.Module]], None] | None = None
 
 
-def _forget(
-    key: tuple[int, ...], _ref: object, trees: dict[tuple[int, ...], Any] = _trees
-) -> None:
+def _forget(key: tuple[int, ...], _ref: object, trees: dict[tuple[int, ...], Any] = _trees) -> None:
     # `trees` is bound at definition: at interpreter exit the module's globals may be gone.
     trees.pop(key, None)
 
