@@ -231,6 +231,19 @@ async def scoped_async_generator(
             sent = None
 
 
+#: What a plain function may return whose body runs later, step by step.
+LAZY_KINDS = frozenset({types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType})
+
+
+def scoped_result(result: Any, new_scope: ScopeFactory, check: StepCheck | None) -> Any:
+    """Wrap a coroutine, generator or async generator object so each of its steps is scoped."""
+    if isinstance(result, types.CoroutineType):
+        return _named(scoped_coroutine(result, new_scope, check), result)
+    if isinstance(result, types.GeneratorType):
+        return scoped_generator(result, new_scope, check)
+    return _named(scoped_async_generator(result, new_scope, check), result)
+
+
 def _named(coroutine: Any, fn: Any) -> Any:
     # The wrapper coroutine carries the user's name, so "coroutine 'predict' was never awaited"
     # and task reprs name the user's function rather than gradguard's plumbing.
@@ -294,6 +307,11 @@ def scoped(fn: F, new_scope: ScopeFactory, what: str) -> F:
 
     def call(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
         with new_scope():
-            return wrapped(*args, **kwargs)
+            result = wrapped(*args, **kwargs)
+        if result.__class__ in LAZY_KINDS:
+            # A plain function that returns a coroutine or generator (a functools.wraps wrapper
+            # of an async def): its body runs later, so the scope goes around each of its steps.
+            return scoped_result(result, new_scope, None)
+        return result
 
     return cast(F, wrapt.FunctionWrapper(fn, call))

@@ -28,6 +28,7 @@ R = TypeVar("R")
 _Module = nn.Module
 _Tensor = torch.Tensor
 _tree_of = _state.tree_of
+is_compiling = torch.compiler.is_compiling
 
 
 # Markers of the grad mode a mode="grad" call was entered with.
@@ -262,6 +263,13 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
 
     def run(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         roots = roots_of(instance, args, kwargs)
+        if is_compiling():
+            # Locks, weak references and thread-locals cannot be traced: a plain path instead.
+            token = _scopes.compiling_enter(tuple(roots), mode)
+            try:
+                return wrapped(*args, **kwargs)
+            finally:
+                _scopes.compiling_exit(token)
         entry = enter(_tree_of(roots) if roots else None)
         try:
             result = wrapped(*args, **kwargs)
@@ -269,7 +277,13 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
             leave(entry, True)
             raise
         leave(entry, False)
-        if result is not None and entry[2] is not None and not local.reported:
+        if result is None:
+            return result
+        if result.__class__ in _decorators.LAZY_KINDS:
+            # A plain function that returns a coroutine or generator (a functools.wraps wrapper
+            # of an async def): its body runs later, so the scope goes around each of its steps.
+            return _decorators.scoped_result(result, lambda: _Step(enter, leave, roots), step_check)
+        if entry[2] is not None and not local.reported:
             tensor = _graph_tensor(result)
             if tensor is not None:
                 _report_graph_result(label, mode, tensor)

@@ -8,6 +8,7 @@ it is already entered (in the same or another thread): every entry keeps its own
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -99,7 +100,20 @@ class _Scope:
     def _clone(self) -> _Scope:
         raise NotImplementedError
 
+    def _enter_compiling(self) -> Any:
+        raise RuntimeError(
+            f"gradguard.{self._what}(...) cannot be traced by torch.compile: use it around the "
+            "compiled call instead of inside the compiled function"
+        )
+
+    def _exit_compiling(self, token: Any) -> None:
+        raise NotImplementedError
+
     def __enter__(self) -> None:
+        if _is_compiling():
+            # Locks, weak references and thread ids cannot be traced: a plain path instead.
+            self._entries.append((0, self._enter_compiling()))
+            return
         token = self._enter()
         self._entries.append((threading.get_ident(), token))
 
@@ -110,6 +124,9 @@ class _Scope:
         traceback: TracebackType | None,
     ) -> None:
         entries = self._entries
+        if _is_compiling():
+            self._exit_compiling(entries.pop()[1])
+            return
         if not entries:
             raise RuntimeError(f"{self._what}(...) exited more often than it was entered")
         ident = threading.get_ident()
@@ -123,6 +140,34 @@ class _Scope:
 
     def __call__(self, fn: F) -> F:
         return scoped(fn, self._clone, self._what)
+
+
+_is_compiling = torch.compiler.is_compiling
+
+
+def compiling_enter(modules: tuple[nn.Module, ...], mode: str) -> Any:
+    """Inside ``torch.compile``: eval mode and the grad mode, in code that dynamo can trace.
+
+    No refcounting, no checks: every module's own flag is kept in a plain list and put back by
+    :func:`compiling_exit`. Concurrency is the compiled program's.
+    """
+    saved = [(m, m.training) for root in modules for m in root.modules()]
+    for module, _flag in saved:
+        module.training = False
+    grad_before = torch.is_grad_enabled()
+    if mode != "grad":
+        # inference_mode cannot be traced either; within a compiled graph no_grad computes the
+        # same values (inference tensors are an eager-mode optimisation).
+        torch.set_grad_enabled(False)
+    return (saved, grad_before)
+
+
+def compiling_exit(token: Any) -> None:
+    """Undo :func:`compiling_enter`."""
+    saved, grad_before = token
+    torch.set_grad_enabled(grad_before)
+    for module, flag in saved:
+        module.training = flag
 
 
 def _report_changed(check_site_failing: bool, message: str, fix: str) -> None:
@@ -227,10 +272,12 @@ _GRAPH_WANTED = ("graph-in-inference",)
 class _EvalToken:
     __slots__ = (
         "allowed",
+        "evals",
         "grad_before",
         "grad_ctx",
         "hold",
         "optimizers",
+        "task",
         "thread",
         "watch",
         "watches",
@@ -238,6 +285,8 @@ class _EvalToken:
 
     def __init__(self) -> None:
         self.thread = threading.get_ident()
+        self.evals: list[_EvalToken] | None = None
+        self.task = ""
         self.allowed: dict[str, int] | None = None
         self.grad_before = True
         self.hold: _state.Hold | None = None
@@ -350,6 +399,12 @@ class evaluating(_Scope):
     def _clone(self) -> evaluating:
         return evaluating(*self.modules, mode=self.mode, optimizers=self.optimizers)  # type: ignore[arg-type]
 
+    def _enter_compiling(self) -> Any:
+        return compiling_enter(self.modules, self.mode)
+
+    def _exit_compiling(self, token: Any) -> None:
+        compiling_exit(token)
+
     def _enter(self) -> _EvalToken:
         token = _EvalToken()
         try:
@@ -357,20 +412,23 @@ class evaluating(_Scope):
             for optimizer in self.optimizers:
                 _hold_optimizer(optimizer)
                 token.optimizers.append(optimizer)
-            if self.mode == "no_grad":
-                token.grad_ctx = torch.no_grad()
-            elif self.mode == "inference":
-                token.grad_ctx = torch.inference_mode()
+            token.grad_before = torch.is_grad_enabled()
             token.watches = open_watches()
-            if token.grad_ctx is not None:
-                token.grad_ctx.__enter__()
-                token.watch = _GraphWatch(self._label, self.mode)
-                token.watches.append(token.watch)
-            else:
+            if self.mode == "grad":
                 # mode="grad" asks for graphs in eval mode: GG001 stays silent in this thread.
                 token.allowed = _findings.push_allowed(_GRAPH_WANTED)
                 token.watches.append(None)
-                token.grad_before = torch.is_grad_enabled()
+            else:
+                if self.mode == "no_grad":
+                    torch.set_grad_enabled(False)
+                else:
+                    token.grad_ctx = torch.inference_mode()
+                    token.grad_ctx.__enter__()
+                token.watch = _GraphWatch(self._label, self.mode)
+                token.watches.append(token.watch)
+            token.evals = _open_evals()
+            token.evals.append(token)
+            token.task = _task_name()
         except BaseException:
             self._exit(token, True)
             raise
@@ -381,19 +439,32 @@ class evaluating(_Scope):
         # The grad mode is thread local: exited from another thread, the entering thread's grad
         # mode cannot be put back from here (and this thread's must not be touched).
         same_thread = token.thread == threading.get_ident()
+        later: _EvalToken | None = None
         try:
             if token.watches is not None:
                 close_watch(token.watches, token.watch)
+            if token.evals is not None:
+                later = _close_eval(token)
+            # Exited while a scope entered after it is still open (two tasks interleaving their
+            # scopes across awaits): the grad mode to put back is handed to that later scope,
+            # which restores it when it closes; this thread's grad mode stays that scope's.
+            restore = same_thread and later is None
             if token.allowed is not None:
                 _findings.pop_allowed(_GRAPH_WANTED, token.allowed)
                 # mode="grad" leaves the grad mode alone, and so must the code inside it.
-                if same_thread:
+                if restore:
                     grad_changed = grad_mode_changed("grad", token.grad_before)
                     if grad_changed:
                         torch.set_grad_enabled(token.grad_before)
-            if token.grad_ctx is not None and same_thread:
-                grad_changed = grad_mode_changed(self.mode)
-                token.grad_ctx.__exit__(None, None, None)
+            elif token.grad_ctx is not None:
+                if same_thread:
+                    if later is None:
+                        grad_changed = grad_mode_changed(self.mode)
+                    token.grad_ctx.__exit__(None, None, None)
+            elif restore and token.evals is not None:
+                if torch.is_grad_enabled():
+                    grad_changed = grad_mode_changed(self.mode)
+                torch.set_grad_enabled(token.grad_before)
         finally:
             changed: list[nn.Module] = []
             try:
@@ -404,6 +475,61 @@ class evaluating(_Scope):
                     _release_optimizer(optimizer)
         if changed or grad_changed:
             report_eval_changes(self._label, self.mode, changed, grad_changed, failing)
+        if later is not None and same_thread:
+            _report_interleaved(self._label, token.task, later, failing)
+
+
+_evals = threading.local()
+
+
+def _open_evals() -> list[_EvalToken]:
+    stack: list[_EvalToken] | None = getattr(_evals, "stack", None)
+    if stack is None:
+        stack = _evals.stack = []
+    return stack
+
+
+def _task_name() -> str:
+    asyncio = sys.modules.get("asyncio")  # not imported: no event loop can be running
+    if asyncio is None:
+        return ""
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        return ""
+    task = asyncio.current_task(loop)
+    return "" if task is None else f"task {task.get_name()!r}"
+
+
+def _close_eval(token: _EvalToken) -> _EvalToken | None:
+    """Take ``token`` off its thread's stack; the scope entered just after it, if still open."""
+    stack = token.evals
+    assert stack is not None
+    if stack and stack[-1] is token:
+        stack.pop()
+        return None
+    for position in range(len(stack) - 1, -1, -1):
+        if stack[position] is token:
+            del stack[position]
+            later = stack[position] if position < len(stack) else None
+            if later is not None:
+                later.grad_before = token.grad_before
+            return later
+    return None
+
+
+def _report_interleaved(label: str, task: str, later: _EvalToken, failing: bool) -> None:
+    where = f" in {task}" if task else ""
+    other = f" (entered in {later.task})" if later.task else ""
+    _report_changed(
+        failing,
+        f"{label} exited{where} while a scope entered after it{other} is still open in this "
+        "thread: `with` scopes held across an `await` interleave with other tasks' scopes, and "
+        "the grad mode is per thread, not per task (each exit would put back what the other "
+        "task had set, leaving gradients disabled on the event loop); the grad mode from before "
+        "this scope is restored when the later one closes",
+        "decorate the coroutine with @gradguard.inference_fn, which holds the scope only while "
+        "the coroutine runs, or do not await inside the with-block",
+    )
 
 
 def grad_mode_changed(mode: str, grad_before: bool = True) -> str:
@@ -595,6 +721,12 @@ class allow(_Scope):
 
     def _clone(self) -> allow:
         return allow(*self.checks)
+
+    def _enter_compiling(self) -> None:
+        return None  # compiled code reports nothing, so there is nothing to silence
+
+    def _exit_compiling(self, token: None) -> None:
+        return None
 
     def _enter(self) -> dict[str, int]:
         return _findings.push_allowed(self.checks)

@@ -116,6 +116,7 @@ class Tree:
         "all_plain",
         "child_ids",
         "direct",
+        "exported_training",
         "generation",
         "ids",
         "index",
@@ -177,6 +178,9 @@ class Tree:
                 direct.append(i)
         self.overrides = tuple(overrides)
         self.direct = tuple(direct)
+        self.exported_training = tuple(
+            type(m).__name__ for m in mods if _exported(m) and _exported_in_training(m)
+        )
         # A "plain" module keeps `training` in its __dict__ and sets it the default way, so the
         # flag can be read and written there directly: no Module.__setattr__, no train() recursion.
         self.all_plain = not overrides and all(
@@ -213,11 +217,39 @@ class Tree:
         return view
 
 
+# Training-mode aten ops in a torch.export graph, with the position of their `train` argument.
+_TRAINING_ARGUMENT = {
+    "aten.dropout.default": 2,
+    "aten.native_dropout.default": 2,
+    "aten.feature_dropout.default": 2,
+    "aten.alpha_dropout.default": 2,
+    "aten.feature_alpha_dropout.default": 2,
+    "aten.batch_norm.default": 5,
+}
+
+
+def _exported(module: nn.Module) -> bool:
+    # torch.export's module() disables train()/eval() on the instance: its mode is in the graph.
+    train = module.__dict__.get("train")
+    return getattr(train, "__module__", None) == "torch.export.exported_program"
+
+
+def _exported_in_training(module: nn.Module) -> bool:
+    graph = getattr(module, "graph", None)
+    for node in getattr(graph, "nodes", ()):
+        position = _TRAINING_ARGUMENT.get(str(node.target)) if node.op == "call_function" else None
+        if position is not None and len(node.args) > position and node.args[position] is True:
+            return True
+    return False
+
+
 def _count_instance_trains(view: View) -> int:
     return sum(map(operator.contains, view.dicts, _TRAIN))
 
 
 def _overrides_train(module: nn.Module) -> bool:
+    if _exported(module):
+        return False  # its train() only raises; its flags are switched like any module's
     if "train" in module.__dict__:
         return True  # an instance-level override: model.eval() calls it, so must we
     return not _is_module_train(type(module).train)
@@ -457,7 +489,19 @@ def hold_eval(tree: Tree) -> Hold:
     """Put every module of ``tree`` in eval (unless already held) and count one more holder.
 
     All or nothing: when a module cannot be switched, every flag is put back and the error raised.
+
+    Raises:
+        TypeError: the tree holds a torch.export module whose graph runs in training mode (no
+            flag can switch it); nothing is changed.
     """
+    if tree.exported_training:
+        raise TypeError(
+            f"cannot hold {', '.join(tree.exported_training)} in eval mode: it is the module of a "
+            "torch.export program exported in training mode, whose dropout and batch norm run "
+            "in training mode whatever its flags say (torch disables its train() and eval()); "
+            "export the model after model.eval() (torch.export.export(model.eval(), args)), or "
+            "use the original nn.Module"
+        )
     with _lock:
         if _busy:
             _wait_until_free(tree.ids)

@@ -513,3 +513,173 @@ def test_leaked_grad_mode_in_a_generator_is_still_reported_at_its_end() -> None:
     with pytest.warns(gradguard.ScopeStateChangedWarning, match="gradients were re-enabled"):
         assert list(stream()) == [1]
     assert torch.is_grad_enabled()
+
+
+# ---------------------------------------------------------------- 10: torch.compile(fullgraph=True)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference", "grad"])
+def test_evaluating_compiles_with_fullgraph(mode: str) -> None:
+    """evaluating() inside a fullgraph-compiled function: eval mode, the grad mode, restored."""
+    torch._dynamo.reset()
+    model = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.9), nn.BatchNorm1d(3))
+    model[2].eval()
+    before = flags(model)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with evaluating(model, mode=mode):  # type: ignore[arg-type]
+            return model(x)
+
+    x = torch.ones(4, 3)
+    out = torch.compile(run, fullgraph=True, backend="eager")(x)
+    with evaluating(model, mode="grad"):
+        expected = model(x)
+    assert torch.allclose(out, expected)  # dropout was off
+    assert out.requires_grad is (mode == "grad")
+    assert flags(model) == before
+    assert torch.is_grad_enabled()
+
+
+def test_inference_fn_compiles_with_fullgraph() -> None:
+    """An @inference_fn called from a fullgraph-compiled function traces and restores."""
+    torch._dynamo.reset()
+    model = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.9))
+
+    @inference_fn
+    def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model(x)
+
+    x = torch.ones(4, 3)
+    out = torch.compile(lambda x: predict(model, x), fullgraph=True, backend="eager")(x)
+    assert torch.allclose(out, predict(model, x))
+    assert not out.requires_grad
+    assert all(flags(model))
+
+
+def test_frozen_inside_compiled_code_fails_with_a_clear_error() -> None:
+    """frozen() cannot be traced: the error says so and names the fix."""
+    torch._dynamo.reset()
+    model = nn.Linear(3, 3)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with frozen(model):
+            return model(x)
+
+    with pytest.raises(Exception, match="around the compiled call"):
+        torch.compile(run, fullgraph=True, backend="eager")(torch.ones(2, 3))
+    assert requires(model) == [True, True]
+
+
+# ---------------------------------------------------------------- 11: scopes across awaits
+
+
+def test_evaluating_across_awaits_in_two_tasks_leaves_gradients_on_and_warns() -> None:
+    """Two tasks interleaving `with evaluating()` across awaits: grad mode ends right, GG006."""
+    import asyncio
+
+    model = Net()
+    inside: list[bool] = []
+
+    async def serve(first: asyncio.Event, second: asyncio.Event) -> None:
+        with evaluating(model):
+            first.set()
+            await second.wait()
+            inside.append(torch.is_grad_enabled())
+
+    async def main() -> bool:
+        a_in, b_in = asyncio.Event(), asyncio.Event()
+        task_a = asyncio.create_task(serve(a_in, b_in), name="request-a")
+        await a_in.wait()
+        task_b = asyncio.create_task(serve(b_in, asyncio.Event()), name="request-b")
+        await task_a
+        task_b.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task_b
+        return torch.is_grad_enabled()
+
+    with pytest.warns(gradguard.ScopeStateChangedWarning, match="task 'request-a'") as record:
+        grad_after = asyncio.run(main())
+    assert grad_after is True
+    assert inside == [False]
+    assert "@gradguard.inference_fn" in str(record[0].message)
+    assert all(flags(model))
+
+
+# ---------------------------------------------------------------- 9: no silent no-ops
+
+
+def _exported(train: bool) -> nn.Module:
+    model = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.9), nn.BatchNorm1d(3))
+    model.train(train)
+    return torch.export.export(model, (torch.ones(4, 3),)).module()
+
+
+def test_exported_program_in_training_mode_is_refused_before_anything_changes() -> None:
+    """ep.module() of a training-mode export cannot be put in eval: a clear TypeError."""
+    module = _exported(train=True)
+    before = flags(module)
+    with pytest.raises(TypeError, match=r"exported in training mode.*model\.eval\(\)"):
+        with evaluating(module):
+            pytest.fail("the body must not run")
+    assert flags(module) == before
+    assert torch.is_grad_enabled()
+
+
+def test_exported_program_in_eval_mode_works_inside_evaluating() -> None:
+    """An export made in eval mode runs inside evaluating() with gradients off."""
+    module = _exported(train=False)
+    with evaluating(module):
+        out = module(torch.ones(4, 3))
+    assert not out.requires_grad
+    assert all(flags(module))
+
+
+def test_inference_fn_over_a_wraps_wrapper_of_an_async_def_holds_the_scope() -> None:
+    """A sync functools.wraps wrapper returning a coroutine: the scope holds while it runs."""
+    import asyncio
+    import functools
+
+    model = Net()
+
+    async def predict(model: nn.Module) -> tuple[bool, bool]:
+        await asyncio.sleep(0)
+        return model.training, torch.is_grad_enabled()
+
+    @functools.wraps(predict)
+    def wrapper(model: nn.Module) -> Any:
+        return predict(model)
+
+    guarded = inference_fn(wrapper)
+    assert asyncio.run(guarded(model)) == (False, False)
+    assert all(flags(model))
+
+    scoped = evaluating(model)(wrapper)
+    assert asyncio.run(scoped(model)) == (False, False)
+    assert all(flags(model))
+
+
+def test_work_handed_to_a_thread_needs_its_own_scope() -> None:
+    """asyncio.to_thread runs outside the coroutine's scope; a decorated function has its own."""
+    import asyncio
+
+    model = Net()
+
+    def observe(model: nn.Module) -> tuple[bool, bool]:
+        return model.training, torch.is_grad_enabled()
+
+    @inference_fn
+    async def wrong(model: nn.Module) -> tuple[bool, bool]:
+        return await asyncio.to_thread(observe, model)
+
+    @inference_fn
+    def predict(model: nn.Module) -> tuple[bool, bool]:
+        return observe(model)
+
+    async def right(model: nn.Module) -> tuple[bool, bool]:
+        return await asyncio.to_thread(predict, model)
+
+    # The coroutine's scope holds only while it runs (the flags may or may not still be held
+    # when the thread runs), and the grad mode is the thread's own: gradients are on there.
+    assert asyncio.run(wrong(model))[1] is True
+    assert asyncio.run(right(model)) == (False, False)
+    assert all(flags(model))
