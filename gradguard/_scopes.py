@@ -276,6 +276,7 @@ class _EvalToken:
         "grad_before",
         "grad_ctx",
         "hold",
+        "inherited",
         "optimizers",
         "task",
         "thread",
@@ -286,6 +287,7 @@ class _EvalToken:
     def __init__(self) -> None:
         self.thread = threading.get_ident()
         self.evals: list[_EvalToken] | None = None
+        self.inherited = False
         self.task = ""
         self.allowed: dict[str, int] | None = None
         self.grad_before = True
@@ -456,6 +458,8 @@ class evaluating(_Scope):
                     grad_changed = grad_mode_changed("grad", token.grad_before)
                     if grad_changed:
                         torch.set_grad_enabled(token.grad_before)
+                        if token.inherited:
+                            grad_changed = ""  # handed over by an interleaved scope: reported
             elif token.grad_ctx is not None:
                 if same_thread:
                     if later is None:
@@ -511,8 +515,10 @@ def _close_eval(token: _EvalToken) -> _EvalToken | None:
         if stack[position] is token:
             del stack[position]
             later = stack[position] if position < len(stack) else None
-            if later is not None:
-                later.grad_before = token.grad_before
+            if later is None or token.allowed is not None:
+                return None  # mode="grad" changed no grad mode: nothing to hand over
+            later.grad_before = token.grad_before
+            later.inherited = True
             return later
     return None
 

@@ -618,9 +618,9 @@ def test_exported_program_in_training_mode_is_refused_before_anything_changes() 
     """ep.module() of a training-mode export cannot be put in eval: a clear TypeError."""
     module = _exported(train=True)
     before = flags(module)
-    with pytest.raises(TypeError, match=r"exported in training mode.*model\.eval\(\)"):
-        with evaluating(module):
-            pytest.fail("the body must not run")
+    refused = pytest.raises(TypeError, match=r"exported in training mode.*model\.eval\(\)")
+    with refused, evaluating(module):
+        pytest.fail("the body must not run")
     assert flags(module) == before
     assert torch.is_grad_enabled()
 
