@@ -342,7 +342,12 @@ def inference_fn(
 
     Thread locality: the grad mode is thread local, but ``module.training`` is shared by all
     threads. Calls in many threads on one model keep it in eval while any of them runs; the last
-    one to finish restores the original flags.
+    one to finish restores the original flags. Work a coroutine hands to another thread
+    (``asyncio.to_thread``, an executor) runs outside its scope, with that thread's grad mode:
+    decorate the function handed over instead. A body that suspends inside its own
+    ``torch.no_grad()`` or saved-tensors hooks gets them back on resume, and its caller never sees
+    them. Inside ``torch.compile`` a traceable path is taken (``"inference"`` runs as
+    ``no_grad``).
 
     Usable bare (``@inference_fn``) or called (``@inference_fn(mode=..., models=...)``).
 

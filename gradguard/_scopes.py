@@ -350,21 +350,30 @@ class evaluating(_Scope):
 
     Thread locality: the grad mode is thread local, but ``module.training`` is shared by all
     threads. Scopes over one model in many threads keep it in eval while any of them is open, and
-    the last one to close restores the original flags.
+    the last one to close restores the original flags. Exited on another thread than it was
+    entered on, the scope restores the flags but cannot put back the entering thread's grad mode
+    (which stays off) and leaves the exiting thread's alone. The grad mode is per thread, not per
+    ``asyncio`` task: held across an ``await`` while another task's scope opens and closes, the
+    grad mode is handed over so that it ends right, and GG006 names the task (use
+    ``@inference_fn`` on the coroutine instead). Inside ``torch.compile`` a traceable path is
+    taken (``"inference"`` runs as ``no_grad``).
 
     Args:
         *modules: the models (any ``nn.Module``, including ``DistributedDataParallel`` and
             ``torch.compile`` results) to hold in eval.
         mode: ``"no_grad"`` (``torch.no_grad``), ``"inference"`` (``torch.inference_mode``) or
             ``"grad"`` (gradients left as they are: eval mode for saliency or adversarial work).
-        optimizers: optimizers with callable ``.eval()``/``.train()`` (schedule-free optimizers)
-            are switched to eval on enter and back on exit; plain optimizers are accepted and left
-            alone.
+        optimizers: one optimizer or a list or tuple of them; those with callable
+            ``.eval()``/``.train()`` (schedule-free optimizers) are switched to eval on enter and
+            back on exit; plain optimizers are accepted and left alone.
 
     Raises:
         TypeError: no module, or something that is not an ``nn.Module``, or an optimizer that is
-            neither a ``torch.optim.Optimizer`` nor has ``.eval()``/``.train()``.
+            neither a ``torch.optim.Optimizer`` nor has ``.eval()``/``.train()``; on enter, a
+            ``torch.export`` module exported in training mode (nothing is changed).
         ValueError: an unknown ``mode``.
+        Exception: whatever a module's ``train()`` override raises: on enter, after everything
+            was put back; on exit, after every other flag was restored.
 
     Warns:
         ScopeStateChangedWarning: (GG006) code inside the scope switched a managed module back
@@ -626,7 +635,9 @@ class frozen(_Scope):
     as a decorator; every call gets a fresh scope.
 
     Thread locality: ``requires_grad`` and ``module.training`` are shared by all threads; scopes
-    over the same parameters in many threads are counted, and the last one restores.
+    over the same parameters in many threads are counted, and the last one restores. The scope
+    may be exited on another thread than the one that entered it. Not traceable by
+    ``torch.compile``: use it around the compiled call.
 
     Args:
         *modules: the modules whose parameters to freeze.
@@ -634,6 +645,8 @@ class frozen(_Scope):
 
     Raises:
         TypeError: no module, or something that is not an ``nn.Module``.
+        Exception: whatever a parameter or ``train()`` override raises when it refuses to switch:
+            on enter after everything was given back, on exit after the rest was restored.
 
     Warns:
         ScopeStateChangedWarning: (GG006) code inside the scope turned ``requires_grad`` back on
