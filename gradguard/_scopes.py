@@ -80,6 +80,9 @@ def describe(modules: tuple[nn.Module, ...]) -> str:
     return ", ".join(type(m).__name__ for m in modules)
 
 
+_entries_lock = threading.Lock()
+
+
 class _Scope:
     """Shared machinery: entry stacks, decorator use, exception-safe exit from any thread."""
 
@@ -127,15 +130,16 @@ class _Scope:
         if _is_compiling():
             self._exit_compiling(entries.pop()[1])
             return
-        if not entries:
-            raise RuntimeError(f"{self._what}(...) exited more often than it was entered")
         ident = threading.get_ident()
-        for position in range(len(entries) - 1, -1, -1):
-            if entries[position][0] == ident:
-                break
-        else:
-            position = len(entries) - 1
-        token = entries.pop(position)[1]
+        with _entries_lock:  # one scope object may be exited by several threads at once
+            if not entries:
+                raise RuntimeError(f"{self._what}(...) exited more often than it was entered")
+            for position in range(len(entries) - 1, -1, -1):
+                if entries[position][0] == ident:
+                    break
+            else:
+                position = len(entries) - 1
+            token = entries.pop(position)[1]
         self._exit(token, exc_type is not None)
 
     def __call__(self, fn: F) -> F:
@@ -272,6 +276,7 @@ _GRAPH_WANTED = ("graph-in-inference",)
 class _EvalToken:
     __slots__ = (
         "allowed",
+        "deferred",
         "evals",
         "grad_before",
         "grad_ctx",
@@ -288,6 +293,7 @@ class _EvalToken:
         self.thread = threading.get_ident()
         self.evals: list[_EvalToken] | None = None
         self.inherited = False
+        self.deferred: list[Any] = []
         self.task = ""
         self.allowed: dict[str, int] | None = None
         self.grad_before = True
@@ -451,15 +457,17 @@ class evaluating(_Scope):
         # mode cannot be put back from here (and this thread's must not be touched).
         same_thread = token.thread == threading.get_ident()
         later: _EvalToken | None = None
+        on_top = True
         try:
             if token.watches is not None:
                 close_watch(token.watches, token.watch)
             if token.evals is not None:
-                later = _close_eval(token)
+                on_top, later = _close_eval(token)
             # Exited while a scope entered after it is still open (two tasks interleaving their
-            # scopes across awaits): the grad mode to put back is handed to that later scope,
-            # which restores it when it closes; this thread's grad mode stays that scope's.
-            restore = same_thread and later is None
+            # scopes across awaits): what this scope would put back is handed to that later
+            # scope, which puts it back when it closes; this thread's grad mode stays that
+            # scope's until then.
+            restore = same_thread and on_top
             if token.allowed is not None:
                 _findings.pop_allowed(_GRAPH_WANTED, token.allowed)
                 # mode="grad" leaves the grad mode alone, and so must the code inside it.
@@ -470,14 +478,18 @@ class evaluating(_Scope):
                         if token.inherited:
                             grad_changed = ""  # handed over by an interleaved scope: reported
             elif token.grad_ctx is not None:
-                if same_thread:
-                    if later is None:
-                        grad_changed = grad_mode_changed(self.mode)
+                if restore:
+                    grad_changed = grad_mode_changed(self.mode)
                     token.grad_ctx.__exit__(None, None, None)
+                elif later is not None:
+                    later.deferred.append(token.grad_ctx)
             elif restore and token.evals is not None:
-                if torch.is_grad_enabled():
+                if torch.is_grad_enabled() and not token.inherited:
                     grad_changed = grad_mode_changed(self.mode)
                 torch.set_grad_enabled(token.grad_before)
+            if restore:
+                while token.deferred:
+                    token.deferred.pop().__exit__(None, None, None)
         finally:
             changed: list[nn.Module] = []
             try:
@@ -513,23 +525,27 @@ def _task_name() -> str:
     return "" if task is None else f"task {task.get_name()!r}"
 
 
-def _close_eval(token: _EvalToken) -> _EvalToken | None:
-    """Take ``token`` off its thread's stack; the scope entered just after it, if still open."""
+def _close_eval(token: _EvalToken) -> tuple[bool, _EvalToken | None]:
+    """Take ``token`` off its thread's stack: (was it the innermost, the scope entered after it).
+
+    What ``token`` would restore is handed to that later scope (mode="grad" restores nothing).
+    """
     stack = token.evals
     assert stack is not None
     if stack and stack[-1] is token:
         stack.pop()
-        return None
+        return True, None
     for position in range(len(stack) - 1, -1, -1):
         if stack[position] is token:
             del stack[position]
             later = stack[position] if position < len(stack) else None
             if later is None or token.allowed is not None:
-                return None  # mode="grad" changed no grad mode: nothing to hand over
+                return False, None
             later.grad_before = token.grad_before
             later.inherited = True
-            return later
-    return None
+            later.deferred.extend(token.deferred)
+            return False, later
+    return True, None
 
 
 def _report_interleaved(label: str, task: str, later: _EvalToken, failing: bool) -> None:

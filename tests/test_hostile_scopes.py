@@ -683,3 +683,21 @@ def test_work_handed_to_a_thread_needs_its_own_scope() -> None:
     assert asyncio.run(wrong(model))[1] is True
     assert asyncio.run(right(model)) == (False, False)
     assert all(flags(model))
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference"])
+def test_interleaved_scopes_hand_over_what_they_restore(mode: str) -> None:
+    """Two scopes closed out of order in one thread: grad and inference mode end as before."""
+    first, second = Net(), Net()
+    outer = evaluating(first, mode=mode)  # type: ignore[arg-type]
+    inner = evaluating(second, mode=mode)  # type: ignore[arg-type]
+    outer.__enter__()
+    inner.__enter__()
+    with pytest.warns(gradguard.ScopeStateChangedWarning, match="still open in this thread"):
+        outer.__exit__(None, None, None)
+    assert not torch.is_grad_enabled()  # the later scope is still open
+    assert torch.is_inference_mode_enabled() is (mode == "inference")
+    inner.__exit__(None, None, None)
+    assert torch.is_grad_enabled()
+    assert not torch.is_inference_mode_enabled()
+    assert all(flags(first)) and all(flags(second))
