@@ -18,7 +18,9 @@ overlapping a busy one waits for it (the thread running the user code never wait
 The flat list of a root's modules is cached, so entering a scope does not walk the tree. The cache
 is checked on every use: a global module-registration hook (installed once, on first use) bumps a
 generation, and the identity of every child of every module that has children (and of every
-container, which edits its ``_modules`` directly) is compared with what was cached. The cache keeps
+container, which edits its ``_modules`` directly) is compared with what was cached, and so is
+whether each root has a ``train`` set on the instance (a submodule's is read when the tree is
+built: reading every module's on every use would cost what the cache saves). The cache keeps
 every module by weak reference; its strong view (what the fast path reads) is let go at the start of
 every full garbage collection and rebuilt from the weak references on next use, so a model that
 refers to itself can still be freed.
@@ -44,7 +46,7 @@ _module_train = nn.Module.train
 _module_setattr = nn.Module.__setattr__
 _training_of = operator.itemgetter("training")
 _values = dict.values
-_TRAIN = itertools.repeat("train")
+_chain = itertools.chain.from_iterable
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 # Guards the registries below; held only for bookkeeping and plain dict writes, never while user
@@ -94,12 +96,15 @@ def _install_registration_hook() -> None:
 class View:
     """The strong part of a :class:`Tree`: the submodules themselves (the roots stay weak)."""
 
-    __slots__ = ("child_dicts", "children", "dicts", "rest")
+    __slots__ = ("child_dicts", "child_lens", "children", "dicts", "rest")
 
     def __init__(self, mods: tuple[nn.Module, ...], tree: Tree) -> None:
         self.rest = mods[len(tree.root_refs) :]
         self.child_dicts = tuple(mods[i]._modules for i in tree.parents)
-        self.children = list(map(tuple, map(_values, self.child_dicts)))
+        # Every child of every parent, in order, and how many each parent has: together they
+        # pin the structure exactly (a child replaced in place, moved or removed changes them).
+        self.child_lens = list(map(len, self.child_dicts))
+        self.children = list(_chain(map(_values, self.child_dicts)))
         self.dicts: tuple[dict[str, Any], ...] = tuple(m.__dict__ for m in mods)
 
 
@@ -115,16 +120,17 @@ class Tree:
         "__weakref__",
         "all_plain",
         "child_ids",
+        "child_lens",
         "direct",
         "exported_training",
         "generation",
         "ids",
         "index",
-        "instance_trains",
         "overrides",
         "parents",
         "refs",
         "root_refs",
+        "root_trains",
         "size",
         "users",
         "view",
@@ -187,8 +193,9 @@ class Tree:
             type(m).__setattr__ is _module_setattr and "training" in m.__dict__ for m in mods
         )
         view = View(tuple(mods), self)
-        self.instance_trains = _count_instance_trains(view)
-        self.child_ids = tuple(tuple(map(id, kids)) for kids in view.children)
+        self.root_trains = _root_trains(self.root_refs)
+        self.child_ids = tuple(map(id, view.children))
+        self.child_lens = view.child_lens
         self.view: View | None = view
 
     def current(self) -> View | None:
@@ -200,10 +207,18 @@ class Tree:
             view = self._rebuild_view()
             if view is None:
                 return None
-        if list(map(tuple, map(_values, view.child_dicts))) != view.children:
+        child_dicts = view.child_dicts
+        if len(child_dicts) == 1:  # a root with leaves only (a Sequential of layers, say)
+            if list(child_dicts[0].values()) != view.children:
+                return None
+        elif list(map(len, child_dicts)) != view.child_lens or (
+            list(_chain(map(_values, child_dicts))) != view.children
+        ):
             return None
-        if _count_instance_trains(view) != self.instance_trains:
-            return None  # `module.train = ...` on an instance since: model.eval() would call it
+        if _root_trains(self.root_refs) != self.root_trains:
+            # `root.train = ...` on an instance since: model.eval() would call it, and so must we.
+            # (Checked for the roots only, on every use; a submodule's is seen when it is built.)
+            return None
         return view
 
     def _rebuild_view(self) -> View | None:
@@ -211,7 +226,7 @@ class Tree:
         if None in mods:
             return None
         view = View(mods, self)  # type: ignore[arg-type]  # no ref is dead: checked above
-        if tuple(tuple(map(id, kids)) for kids in view.children) != self.child_ids:
+        if tuple(map(id, view.children)) != self.child_ids or view.child_lens != self.child_lens:
             return None
         self.view = view
         return view
@@ -243,8 +258,10 @@ def _exported_in_training(module: nn.Module) -> bool:
     return False
 
 
-def _count_instance_trains(view: View) -> int:
-    return sum(map(operator.contains, view.dicts, _TRAIN))
+def _root_trains(root_refs: tuple[weakref.ref[nn.Module], ...]) -> Any:
+    if len(root_refs) == 1:
+        return "train" in root_refs[0]().__dict__  # alive: the caller holds it
+    return tuple("train" in ref().__dict__ for ref in root_refs)
 
 
 def _overrides_train(module: nn.Module) -> bool:
@@ -415,11 +432,14 @@ _HOOK_ID = RemovableHandle(OrderedDict()).id
 _hooked: dict[int, int] = {}  # id(root) -> holds that put the hook on it
 
 
-def _hook_roots(mods: tuple[nn.Module, ...], n_roots: int) -> None:
+def _hook_roots(root_refs: tuple[weakref.ref[nn.Module], ...]) -> None:
     hook = root_hook
     if hook is None:
         return
-    for root in mods[:n_roots]:
+    for ref in root_refs:
+        root = ref()
+        if root is None:
+            continue
         count = _hooked.get(id(root), 0)
         _hooked[id(root)] = count + 1
         if not count:
@@ -428,8 +448,11 @@ def _hook_roots(mods: tuple[nn.Module, ...], n_roots: int) -> None:
                 hooks[_HOOK_ID] = hook
 
 
-def _unhook_roots(mods: tuple[nn.Module, ...], n_roots: int) -> None:
-    for root in mods[:n_roots]:
+def _unhook_roots(root_refs: tuple[weakref.ref[nn.Module], ...]) -> None:
+    for ref in root_refs:
+        root = ref()
+        if root is None:
+            continue
         count = _hooked.get(id(root))
         if count is None:
             continue
@@ -450,17 +473,25 @@ def _unhook_roots(mods: tuple[nn.Module, ...], n_roots: int) -> None:
 class Hold:
     """One tree held in eval by ``count`` open scopes, with the flags to put back."""
 
-    __slots__ = ("count", "expected", "mods", "orig", "tree", "view")
+    __slots__ = ("_mods", "count", "expected", "orig", "tree", "view")
 
     def __init__(
-        self, tree: Tree, view: View, mods: tuple[nn.Module, ...], orig: list[bool]
+        self, tree: Tree, view: View, mods: tuple[nn.Module, ...] | None, orig: list[bool]
     ) -> None:
         self.tree = tree
         self.view = view
-        self.mods = mods
+        self._mods = mods
         self.orig = orig
         self.count = 1
         self.expected: list[bool] | None = None
+
+    @property
+    def mods(self) -> tuple[nn.Module, ...]:
+        """Every module of the tree, roots first (made on first use, never on the fast path)."""
+        mods = self._mods
+        if mods is None:
+            mods = self._mods = _mods(self.tree, self.view)
+        return mods
 
 
 _holds: dict[int, Hold] = {}
@@ -515,10 +546,9 @@ def hold_eval(tree: Tree) -> Hold:
         if tree.all_plain and not _holds and not any(map(_training_of, view.dicts)):
             # Fast path for a served model: nothing else is held and the tree is in eval already,
             # so there is nothing to write and every flag to put back is False.
-            mods = _mods(tree, view)
-            hold = _holds[id(tree)] = Hold(tree, view, mods, [False] * tree.size)
+            hold = _holds[id(tree)] = Hold(tree, view, None, [False] * tree.size)
             tree.users += 1
-            _hook_roots(mods, len(tree.root_refs))
+            _hook_roots(tree.root_refs)
             return hold
         mods = _mods(tree, view)
         orig = _flags(tree, view, mods)
@@ -532,7 +562,7 @@ def hold_eval(tree: Tree) -> Hold:
         hold = Hold(tree, view, mods, orig)
         _holds[id(tree)] = hold
         tree.users += 1
-        _hook_roots(mods, len(tree.root_refs))
+        _hook_roots(tree.root_refs)
         if tree.all_plain:
             _to_eval(tree, view, mods)  # plain dict writes: no user code
             return hold
@@ -558,7 +588,7 @@ def _undo_take(hold: Hold) -> None:
             return  # a scope that this thread's own train() override opened holds it still
         del _holds[id(tree)]
         tree.users -= 1
-        _unhook_roots(mods, len(tree.root_refs))
+        _unhook_roots(tree.root_refs)
         others = _overlapping(tree) if _holds else []
         still_held = set().union(*(o.tree.ids for o in others))
     free = [i for i, m in enumerate(mods) if id(m) not in still_held]
@@ -571,7 +601,7 @@ def release_eval(hold: Hold) -> list[nn.Module]:
     Returns the modules whose flag code inside the scope changed (and which were put right).
     Every flag that can be restored is, even when one fails; then the first error is raised.
     """
-    tree, view, mods = hold.tree, hold.view, hold.mods
+    tree, view = hold.tree, hold.view
     with _lock:
         if _busy:
             _wait_until_free(tree.ids)
@@ -585,8 +615,9 @@ def release_eval(hold: Hold) -> list[nn.Module]:
             # Fast path: the only hold, nothing changed, and all in eval before: nothing to do.
             del _holds[id(tree)]
             tree.users -= 1
-            _unhook_roots(mods, len(tree.root_refs))
+            _unhook_roots(tree.root_refs)
             return []
+        mods = hold.mods
         expected = hold.expected
         if expected is None:
             changed_at = [i for i, flag in enumerate(_flags(tree, view, mods)) if flag]
@@ -602,7 +633,7 @@ def release_eval(hold: Hold) -> list[nn.Module]:
         else:
             del _holds[id(tree)]
             tree.users -= 1
-            _unhook_roots(mods, len(tree.root_refs))
+            _unhook_roots(tree.root_refs)
             others = _overlapping(tree) if _holds else []
             if not others:
                 writes.append((hold.orig, None))
