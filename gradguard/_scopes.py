@@ -215,6 +215,7 @@ class _GraphWatch:
 
 
 _watches = threading.local()
+_grad_enabled = torch.is_grad_enabled
 _functorch_active = torch._C._are_functorch_transforms_active
 
 
@@ -255,7 +256,7 @@ def graph_tensor(value: object) -> torch.Tensor | None:
 
 def _forward_hook(module: nn.Module, _args: Any, output: Any) -> None:
     """Forward hook on every held root: GG001 when its output is a graph inside a scope."""
-    if torch.compiler.is_compiling() or not torch.is_grad_enabled():
+    if not _grad_enabled() or _is_compiling():  # the common case first: gradients are off
         return
     stack = getattr(_watches, "stack", None)
     if not stack:

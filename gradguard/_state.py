@@ -96,10 +96,16 @@ def _install_registration_hook() -> None:
 class View:
     """The strong part of a :class:`Tree`: the submodules themselves (the roots stay weak)."""
 
-    __slots__ = ("child_dicts", "child_lens", "children", "dicts", "rest")
+    __slots__ = ("child_dicts", "child_lens", "children", "dicts", "rest", "root_hooks")
 
     def __init__(self, mods: tuple[nn.Module, ...], tree: Tree) -> None:
-        self.rest = mods[len(tree.root_refs) :]
+        n_roots = len(tree.root_refs)
+        self.rest = mods[n_roots:]
+        self.root_hooks: tuple[dict[int, Any], ...] = tuple(
+            hooks
+            for hooks in (m.__dict__.get("_forward_hooks") for m in mods[:n_roots])
+            if hooks is not None
+        )
         self.child_dicts = tuple(mods[i]._modules for i in tree.parents)
         # Every child of every parent, in order, and how many each parent has: together they
         # pin the structure exactly (a child replaced in place, moved or removed changes them).
@@ -124,6 +130,7 @@ class Tree:
         "direct",
         "exported_training",
         "generation",
+        "hook_id",
         "ids",
         "index",
         "overrides",
@@ -166,6 +173,7 @@ class Tree:
         )
         self.generation = _generation
         self.users = 0
+        self.hook_id = _new_hook_id()
 
         # Modules whose train() is overridden (by their class or on the instance) get that
         # override called, as model.eval() would; it decides for its own subtree, so nothing under
@@ -427,42 +435,35 @@ def _unmark_busy(busy: _Busy) -> None:
 
 #: The forward hook put on every held root while it is held (set by the scopes); None when unused.
 root_hook: Callable[[nn.Module, Any, Any], None] | None = None
-# One genuine hook id, so ours never collides with an id that torch hands out.
-_HOOK_ID = RemovableHandle(OrderedDict()).id
-_hooked: dict[int, int] = {}  # id(root) -> holds that put the hook on it
 
 
-def _hook_roots(root_refs: tuple[weakref.ref[nn.Module], ...]) -> None:
+def _new_hook_id() -> int:
+    # A genuine hook id from torch's own counter, so ours never collides with one it hands out.
+    # One per tree: trees that share a root each put their own entry on it.
+    return RemovableHandle(OrderedDict()).id
+
+
+def _hook_roots(tree: Tree, view: View) -> None:
     hook = root_hook
-    if hook is None:
-        return
-    for ref in root_refs:
-        root = ref()
-        if root is None:
-            continue
-        count = _hooked.get(id(root), 0)
-        _hooked[id(root)] = count + 1
-        if not count:
-            hooks = root.__dict__.get("_forward_hooks")
-            if hooks is not None:
-                hooks[_HOOK_ID] = hook
+    if hook is not None:
+        hook_id = tree.hook_id
+        for hooks in view.root_hooks:
+            hooks[hook_id] = hook
 
 
-def _unhook_roots(root_refs: tuple[weakref.ref[nn.Module], ...]) -> None:
-    for ref in root_refs:
-        root = ref()
-        if root is None:
-            continue
-        count = _hooked.get(id(root))
-        if count is None:
-            continue
-        if count > 1:
-            _hooked[id(root)] = count - 1
-            continue
-        del _hooked[id(root)]
-        hooks = root.__dict__.get("_forward_hooks")
-        if hooks is not None:
-            hooks.pop(_HOOK_ID, None)
+def _unhook_roots(tree: Tree, view: View) -> None:
+    hook_id = tree.hook_id
+    for hooks in view.root_hooks:
+        hooks.pop(hook_id, None)
+
+
+def hooked_roots() -> list[nn.Module]:
+    """Every live root that has the scopes' forward hook on it now."""
+    return [
+        root
+        for root in known_roots()
+        if any(h is root_hook for h in root.__dict__.get("_forward_hooks", {}).values())
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,7 +549,7 @@ def hold_eval(tree: Tree) -> Hold:
             # so there is nothing to write and every flag to put back is False.
             hold = _holds[id(tree)] = Hold(tree, view, None, [False] * tree.size)
             tree.users += 1
-            _hook_roots(tree.root_refs)
+            _hook_roots(tree, view)
             return hold
         mods = _mods(tree, view)
         orig = _flags(tree, view, mods)
@@ -562,7 +563,7 @@ def hold_eval(tree: Tree) -> Hold:
         hold = Hold(tree, view, mods, orig)
         _holds[id(tree)] = hold
         tree.users += 1
-        _hook_roots(tree.root_refs)
+        _hook_roots(tree, view)
         if tree.all_plain:
             _to_eval(tree, view, mods)  # plain dict writes: no user code
             return hold
@@ -588,7 +589,7 @@ def _undo_take(hold: Hold) -> None:
             return  # a scope that this thread's own train() override opened holds it still
         del _holds[id(tree)]
         tree.users -= 1
-        _unhook_roots(tree.root_refs)
+        _unhook_roots(tree, view)
         others = _overlapping(tree) if _holds else []
         still_held = set().union(*(o.tree.ids for o in others))
     free = [i for i, m in enumerate(mods) if id(m) not in still_held]
@@ -615,7 +616,7 @@ def release_eval(hold: Hold) -> list[nn.Module]:
             # Fast path: the only hold, nothing changed, and all in eval before: nothing to do.
             del _holds[id(tree)]
             tree.users -= 1
-            _unhook_roots(tree.root_refs)
+            _unhook_roots(tree, view)
             return []
         mods = hold.mods
         expected = hold.expected
@@ -633,7 +634,7 @@ def release_eval(hold: Hold) -> list[nn.Module]:
         else:
             del _holds[id(tree)]
             tree.users -= 1
-            _unhook_roots(tree.root_refs)
+            _unhook_roots(tree, view)
             others = _overlapping(tree) if _holds else []
             if not others:
                 writes.append((hold.orig, None))

@@ -26,18 +26,10 @@ def _leftovers(grad_enabled: bool | None) -> list[str]:
     if params:
         problems.append(f"{params} parameter(s) still held with requires_grad=False")
     with _state._lock:
-        hooked = len(_state._hooked)
         optimizers = len(_scopes._optimizer_counts)
-    hooked_roots = [
-        type(root).__name__
-        for root in _state.known_roots()
-        if _state._HOOK_ID in root.__dict__.get("_forward_hooks", {})
-    ]
-    if hooked or hooked_roots:
-        problems.append(
-            "gradguard's forward hook is still on "
-            + (", ".join(hooked_roots) if hooked_roots else f"{hooked} model(s)")
-        )
+    hooked = [type(root).__name__ for root in _state.hooked_roots()]
+    if hooked:
+        problems.append(f"gradguard's forward hook is still on {', '.join(hooked)}")
     if optimizers:
         problems.append(f"{optimizers} optimizer(s) still held in eval by an open scope")
     watches = getattr(_scopes._watches, "stack", None)
