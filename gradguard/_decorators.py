@@ -90,6 +90,8 @@ class BodyState:
         if _top_hooks is None:
             return
         top = _top_hooks(False)
+        if top is None:
+            return
         # Hooks the body pushed since the step began lie above the step's top: keep them here.
         for _ in range(1000):  # a bound, in case the body popped hooks that were not its own
             if top is None or (
@@ -101,8 +103,8 @@ class BodyState:
             top = _top_hooks(False)
 
 
-def _step_base() -> tuple[Any, bool]:
-    return (_top_hooks(False) if _top_hooks is not None else None, _is_grad_enabled())
+def _hooks_now() -> Any:
+    return _top_hooks(False) if _top_hooks is not None else None
 
 
 def scoped_generator(
@@ -117,15 +119,18 @@ def scoped_generator(
     while True:
         scope = new_scope()
         with scope:
-            base_hooks, base_grad = _step_base()
-            body.resume()
+            base_hooks = _hooks_now()
+            base_grad = _is_grad_enabled()
+            if body.grad is not None or body.hooks:
+                body.resume()
             try:
                 response = generator.send(request) if error is None else generator.throw(error)
             except StopIteration as stop:
                 # Leave the scope normally: running to the end is not a failure.
                 result = stop.value
                 break
-            body.suspend(base_hooks, base_grad)
+            if _is_grad_enabled() is not base_grad or _hooks_now() is not None:
+                body.suspend(base_hooks, base_grad)
         error = None
         if check is not None:
             check(scope, response)
@@ -161,21 +166,24 @@ def _scoped_steps(
     while True:
         scope = new_scope()
         with scope:
-            base_hooks, base_grad = _step_base()
-            body.resume()
+            base_hooks = _hooks_now()
+            base_grad = _is_grad_enabled()
+            if body.grad is not None or body.hooks:
+                body.resume()
             try:
                 awaited = steps.send(sent) if error is None else steps.throw(error)
             except StopIteration as stop:
                 result = stop.value
-                if yields:
-                    # An async generator's yield: the body is suspended until the next asend.
+                # An async generator's yield: the body is suspended until the next asend.
+                if yields and (_is_grad_enabled() is not base_grad or _hooks_now() is not None):
                     body.suspend(base_hooks, base_grad)
                 break
             except StopAsyncIteration as stop:
                 # Raised again below, outside the scope: an async generator's end is no failure.
                 end = stop
                 break
-            body.suspend(base_hooks, base_grad)
+            if _is_grad_enabled() is not base_grad or _hooks_now() is not None:
+                body.suspend(base_hooks, base_grad)
         error = None
         try:
             sent = yield awaited

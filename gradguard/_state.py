@@ -124,6 +124,7 @@ class Tree:
 
     __slots__ = (
         "__weakref__",
+        "all_false",
         "all_plain",
         "child_ids",
         "child_lens",
@@ -174,6 +175,7 @@ class Tree:
         self.generation = _generation
         self.users = 0
         self.hook_id = _new_hook_id()
+        self.all_false: Sequence[bool] = (False,) * self.size
 
         # Modules whose train() is overridden (by their class or on the instance) get that
         # override called, as model.eval() would; it decides for its own subtree, so nothing under
@@ -477,7 +479,7 @@ class Hold:
     __slots__ = ("_mods", "count", "expected", "orig", "tree", "view")
 
     def __init__(
-        self, tree: Tree, view: View, mods: tuple[nn.Module, ...] | None, orig: list[bool]
+        self, tree: Tree, view: View, mods: tuple[nn.Module, ...] | None, orig: Sequence[bool]
     ) -> None:
         self.tree = tree
         self.view = view
@@ -547,7 +549,7 @@ def hold_eval(tree: Tree) -> Hold:
         if tree.all_plain and not _holds and not any(map(_training_of, view.dicts)):
             # Fast path for a served model: nothing else is held and the tree is in eval already,
             # so there is nothing to write and every flag to put back is False.
-            hold = _holds[id(tree)] = Hold(tree, view, None, [False] * tree.size)
+            hold = _holds[id(tree)] = Hold(tree, view, None, tree.all_false)
             tree.users += 1
             _hook_roots(tree, view)
             return hold
@@ -611,7 +613,7 @@ def release_eval(hold: Hold) -> list[nn.Module]:
             and tree.all_plain
             and len(_holds) == 1
             and not any(map(_training_of, view.dicts))
-            and not any(hold.orig)
+            and (hold.orig is tree.all_false or not any(hold.orig))
         ):
             # Fast path: the only hold, nothing changed, and all in eval before: nothing to do.
             del _holds[id(tree)]
