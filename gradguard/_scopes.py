@@ -482,8 +482,12 @@ class evaluating(_Scope):
                 if restore:
                     grad_changed = grad_mode_changed(self.mode)
                     token.grad_ctx.__exit__(None, None, None)
-                elif later is not None:
+                elif later is not None and same_thread:
                     later.deferred.append(token.grad_ctx)
+                elif not same_thread:
+                    # The inference-mode guard restores the state of whichever thread frees it:
+                    # never let it be freed here. The entering thread keeps inference mode on.
+                    _orphaned_guards.append(token.grad_ctx)
             elif restore and token.evals is not None:
                 if torch.is_grad_enabled() and not token.inherited:
                     grad_changed = grad_mode_changed(self.mode)
@@ -506,6 +510,7 @@ class evaluating(_Scope):
 
 
 _evals = threading.local()
+_orphaned_guards: list[Any] = []
 
 
 def _open_evals() -> list[_EvalToken]:

@@ -701,3 +701,19 @@ def test_interleaved_scopes_hand_over_what_they_restore(mode: str) -> None:
     assert torch.is_grad_enabled()
     assert not torch.is_inference_mode_enabled()
     assert all(flags(first)) and all(flags(second))
+
+
+def test_inference_scope_exited_on_another_thread_leaves_that_threads_mode_alone() -> None:
+    """An inference-mode scope entered in a worker and exited here: this thread is untouched."""
+    net = Net()
+    scope = evaluating(net, mode="inference")
+    worker = threading.Thread(target=scope.__enter__)
+    worker.start()
+    worker.join()
+    with torch.no_grad():
+        scope.__exit__(None, None, None)
+        gc.collect()
+        assert not torch.is_grad_enabled()  # not the worker's grad mode from before its scope
+        assert not torch.is_inference_mode_enabled()
+    assert torch.is_grad_enabled()
+    assert all(flags(net))
