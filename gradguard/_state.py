@@ -296,7 +296,10 @@ def _set_training(module: nn.Module, flag: bool) -> None:
 
 def _mods(tree: Tree, view: View) -> tuple[nn.Module, ...]:
     # Only while a scope holds the roots strongly, so no ref is dead here.
-    return tuple(ref() for ref in tree.root_refs) + view.rest  # type: ignore[return-value]
+    refs = tree.root_refs
+    if len(refs) == 1:
+        return (refs[0](), *view.rest)  # type: ignore[return-value]
+    return tuple(ref() for ref in refs) + view.rest  # type: ignore[return-value]
 
 
 def _flags(tree: Tree, view: View, mods: tuple[nn.Module, ...]) -> list[bool]:
@@ -553,16 +556,19 @@ def hold_eval(tree: Tree) -> Hold:
             tree.users += 1
             _hook_roots(tree, view)
             return hold
-        mods = _mods(tree, view)
+        # A plain tree is read and written through its __dicts__: no module tuple needed.
+        mods = () if tree.all_plain else _mods(tree, view)
         orig = _flags(tree, view, mods)
         if _holds:
+            if not mods:
+                mods = _mods(tree, view)
             for other in _overlapping(tree):
                 # Modules another hold already has are in eval now; their own flags are there.
                 for i, module in enumerate(mods):
                     j = other.tree.index.get(id(module))
                     if j is not None:
                         orig[i] = other.orig[j]
-        hold = Hold(tree, view, mods, orig)
+        hold = Hold(tree, view, mods or None, orig)
         _holds[id(tree)] = hold
         tree.users += 1
         _hook_roots(tree, view)
@@ -620,7 +626,7 @@ def release_eval(hold: Hold) -> list[nn.Module]:
             tree.users -= 1
             _unhook_roots(tree, view)
             return []
-        mods = hold.mods
+        mods = () if tree.all_plain else hold.mods
         expected = hold.expected
         if expected is None:
             changed_at = [i for i, flag in enumerate(_flags(tree, view, mods)) if flag]
@@ -628,6 +634,8 @@ def release_eval(hold: Hold) -> list[nn.Module]:
             changed_at = [
                 i for i, flag in enumerate(_flags(tree, view, mods)) if flag is not expected[i]
             ]
+        if changed_at or (_holds and len(_holds) > 1):
+            mods = hold.mods
         hold.count -= 1
         writes: list[tuple[Sequence[bool], Iterable[int] | None]] = []
         if hold.count > 0:
