@@ -298,7 +298,7 @@ def _mods(tree: Tree, view: View) -> tuple[nn.Module, ...]:
     # Only while a scope holds the roots strongly, so no ref is dead here.
     refs = tree.root_refs
     if len(refs) == 1:
-        return (refs[0](), *view.rest)  # type: ignore[return-value]
+        return (refs[0](), *view.rest)  # type: ignore[arg-type]
     return tuple(ref() for ref in refs) + view.rest  # type: ignore[return-value]
 
 
