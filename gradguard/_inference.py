@@ -365,9 +365,10 @@ def inference_fn(
         ValueError: at decoration time: an unknown ``mode``.
 
     Warns:
-        GraphInInferenceWarning: (GG001) in modes ``"no_grad"``/``"inference"``, an autograd graph
-            was recorded inside the call, or the function returned (or yielded) a tensor with a
-            ``grad_fn``, directly or inside a tuple, list or dict.
+        GraphInInferenceWarning: (GG001) in modes ``"no_grad"``/``"inference"``, the function
+            returned (or yielded) a tensor with a ``grad_fn``, directly or inside a tuple, list or
+            dict (a graph built and dropped inside the call is freed with it and not reported;
+            the watchdog reports it).
         ScopeStateChangedWarning: (GG006) the body switched a held module back to training or
             changed the grad mode; it is put right, then reported.
 

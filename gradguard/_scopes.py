@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from gradguard import _findings, _state
 from gradguard._decorators import scoped
@@ -185,11 +186,12 @@ def _report_changed(check_site_failing: bool, message: str, fix: str) -> None:
 
 
 class _GraphWatch:
-    """GG001 inside a scope: a held model's forward returned a graph while this scope is open.
+    """GG001 inside a scope: a scope's model returned a graph from its forward while it is open.
 
     While a scope is open in a thread its watch is on that thread's stack (``None`` for
-    ``mode="grad"``, which asks for graphs); every held root has :func:`_forward_hook`, which
-    asks the innermost watch of the thread running the forward. No saved-tensors hook is pushed:
+    ``mode="grad"``, which asks for graphs); the models of an open ``evaluating`` scope have
+    :func:`_forward_hook`, which asks the innermost watch of the thread running the forward
+    (``@inference_fn`` checks its results instead). No saved-tensors hook is pushed:
     it would make ``torch.func`` transforms inside the scope fail, and it would show in the
     hook stack of code running while a generator or coroutine is suspended.
     """
@@ -255,7 +257,7 @@ def graph_tensor(value: object) -> torch.Tensor | None:
 
 
 def _forward_hook(module: nn.Module, _args: Any, output: Any) -> None:
-    """Forward hook on every held root: GG001 when its output is a graph inside a scope."""
+    """Forward hook on an open scope's models: GG001 when their output is a graph inside it."""
     if not _grad_enabled() or _is_compiling():  # the common case first: gradients are off
         return
     stack = getattr(_watches, "stack", None)
@@ -269,7 +271,40 @@ def _forward_hook(module: nn.Module, _args: Any, output: Any) -> None:
         watch.report_graph(module)
 
 
-_state.root_hook = _forward_hook
+
+
+def _take_hook_id() -> int:
+    # An id from torch's own counter, so ours never collides with one it hands out.
+    hook_id: int = RemovableHandle.next_id
+    RemovableHandle.next_id += 1
+    return hook_id
+
+
+def hook_roots(modules: tuple[nn.Module, ...]) -> tuple[int, list[dict[int, Any]]]:
+    """Put :func:`_forward_hook` on each of ``modules`` (one id per scope entry)."""
+    hook_id = _take_hook_id()
+    hooked: list[dict[int, Any]] = []
+    for root in modules:
+        hooks = root.__dict__.get("_forward_hooks")
+        if hooks is not None and hook_id not in hooks:
+            hooks[hook_id] = _forward_hook
+            hooked.append(hooks)
+    return hook_id, hooked
+
+
+def unhook_roots(hook_id: int, hooked: list[dict[int, Any]]) -> None:
+    """Take the hooks of :func:`hook_roots` off again (from any thread)."""
+    for hooks in hooked:
+        hooks.pop(hook_id, None)
+
+
+def hooked_roots() -> list[nn.Module]:
+    """Every live model a scope was entered on that has the GG001 forward hook on it now."""
+    return [
+        root
+        for root in _state.known_roots()
+        if any(h is _forward_hook for h in root.__dict__.get("_forward_hooks", {}).values())
+    ]
 
 _GRAPH_WANTED = ("graph-in-inference",)
 
@@ -282,6 +317,7 @@ class _EvalToken:
         "grad_before",
         "grad_ctx",
         "hold",
+        "hooked",
         "inherited",
         "optimizers",
         "task",
@@ -300,6 +336,7 @@ class _EvalToken:
         self.grad_before = True
         self.hold: _state.Hold | None = None
         self.grad_ctx: Any = None
+        self.hooked: tuple[int, list[dict[int, Any]]] | None = None
         self.watches: list[_GraphWatch | None] | None = None
         self.watch: _GraphWatch | None = None
         self.optimizers: list[Any] = []
@@ -444,6 +481,7 @@ class evaluating(_Scope):
                     token.grad_ctx.__enter__()
                 token.watch = _GraphWatch(self._label, self.mode)
                 token.watches.append(token.watch)
+                token.hooked = hook_roots(self.modules)
             token.evals = _open_evals()
             token.evals.append(token)
             token.task = _task_name()
@@ -460,6 +498,8 @@ class evaluating(_Scope):
         later: _EvalToken | None = None
         on_top = True
         try:
+            if token.hooked is not None:
+                unhook_roots(*token.hooked)
             if token.watches is not None:
                 close_watch(token.watches, token.watch)
             if token.evals is not None:

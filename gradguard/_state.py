@@ -34,13 +34,11 @@ import itertools
 import operator
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 _module_train = nn.Module.train
 _module_setattr = nn.Module.__setattr__
@@ -96,16 +94,10 @@ def _install_registration_hook() -> None:
 class View:
     """The strong part of a :class:`Tree`: the submodules themselves (the roots stay weak)."""
 
-    __slots__ = ("child_dicts", "child_lens", "children", "dicts", "rest", "root_hooks")
+    __slots__ = ("child_dicts", "child_lens", "children", "dicts", "rest")
 
     def __init__(self, mods: tuple[nn.Module, ...], tree: Tree) -> None:
-        n_roots = len(tree.root_refs)
-        self.rest = mods[n_roots:]
-        self.root_hooks: tuple[dict[int, Any], ...] = tuple(
-            hooks
-            for hooks in (m.__dict__.get("_forward_hooks") for m in mods[:n_roots])
-            if hooks is not None
-        )
+        self.rest = mods[len(tree.root_refs) :]
         self.child_dicts = tuple(mods[i]._modules for i in tree.parents)
         # Every child of every parent, in order, and how many each parent has: together they
         # pin the structure exactly (a child replaced in place, moved or removed changes them).
@@ -131,7 +123,6 @@ class Tree:
         "direct",
         "exported_training",
         "generation",
-        "hook_id",
         "ids",
         "index",
         "overrides",
@@ -174,7 +165,6 @@ class Tree:
         )
         self.generation = _generation
         self.users = 0
-        self.hook_id = _new_hook_id()
         self.all_false: Sequence[bool] = (False,) * self.size
 
         # Modules whose train() is overridden (by their class or on the instance) get that
@@ -435,43 +425,6 @@ def _unmark_busy(busy: _Busy) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The GG001 forward hook on held roots
-# --------------------------------------------------------------------------------------------
-
-#: The forward hook put on every held root while it is held (set by the scopes); None when unused.
-root_hook: Callable[[nn.Module, Any, Any], None] | None = None
-
-
-def _new_hook_id() -> int:
-    # A genuine hook id from torch's own counter, so ours never collides with one it hands out.
-    # One per tree: trees that share a root each put their own entry on it.
-    return RemovableHandle(OrderedDict()).id
-
-
-def _hook_roots(tree: Tree, view: View) -> None:
-    hook = root_hook
-    if hook is not None:
-        hook_id = tree.hook_id
-        for hooks in view.root_hooks:
-            hooks[hook_id] = hook
-
-
-def _unhook_roots(tree: Tree, view: View) -> None:
-    hook_id = tree.hook_id
-    for hooks in view.root_hooks:
-        hooks.pop(hook_id, None)
-
-
-def hooked_roots() -> list[nn.Module]:
-    """Every live root that has the scopes' forward hook on it now."""
-    return [
-        root
-        for root in known_roots()
-        if any(h is root_hook for h in root.__dict__.get("_forward_hooks", {}).values())
-    ]
-
-
-# --------------------------------------------------------------------------------------------
 # Holds on training flags
 # --------------------------------------------------------------------------------------------
 
@@ -554,7 +507,6 @@ def hold_eval(tree: Tree) -> Hold:
             # so there is nothing to write and every flag to put back is False.
             hold = _holds[id(tree)] = Hold(tree, view, None, tree.all_false)
             tree.users += 1
-            _hook_roots(tree, view)
             return hold
         # A plain tree is read and written through its __dicts__: no module tuple needed.
         mods = () if tree.all_plain else _mods(tree, view)
@@ -571,7 +523,6 @@ def hold_eval(tree: Tree) -> Hold:
         hold = Hold(tree, view, mods or None, orig)
         _holds[id(tree)] = hold
         tree.users += 1
-        _hook_roots(tree, view)
         if tree.all_plain:
             _to_eval(tree, view, mods)  # plain dict writes: no user code
             return hold
@@ -597,7 +548,6 @@ def _undo_take(hold: Hold) -> None:
             return  # a scope that this thread's own train() override opened holds it still
         del _holds[id(tree)]
         tree.users -= 1
-        _unhook_roots(tree, view)
         others = _overlapping(tree) if _holds else []
         still_held = set().union(*(o.tree.ids for o in others))
     free = [i for i, m in enumerate(mods) if id(m) not in still_held]
@@ -624,7 +574,6 @@ def release_eval(hold: Hold) -> list[nn.Module]:
             # Fast path: the only hold, nothing changed, and all in eval before: nothing to do.
             del _holds[id(tree)]
             tree.users -= 1
-            _unhook_roots(tree, view)
             return []
         mods = () if tree.all_plain else hold.mods
         expected = hold.expected
@@ -644,7 +593,6 @@ def release_eval(hold: Hold) -> list[nn.Module]:
         else:
             del _holds[id(tree)]
             tree.users -= 1
-            _unhook_roots(tree, view)
             others = _overlapping(tree) if _holds else []
             if not others:
                 writes.append((hold.orig, None))

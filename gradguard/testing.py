@@ -27,7 +27,7 @@ def _leftovers(grad_enabled: bool | None) -> list[str]:
         problems.append(f"{params} parameter(s) still held with requires_grad=False")
     with _state._lock:
         optimizers = len(_scopes._optimizer_counts)
-    hooked = [type(root).__name__ for root in _state.hooked_roots()]
+    hooked = [type(root).__name__ for root in _scopes.hooked_roots()]
     if hooked:
         problems.append(f"gradguard's forward hook is still on {', '.join(hooked)}")
     if optimizers:
