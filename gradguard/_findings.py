@@ -438,16 +438,21 @@ def resolve_checks(checks: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def push_allowed(names: tuple[str, ...]) -> None:
-    """Silence ``names`` in this thread until the matching :func:`pop_allowed`."""
+def push_allowed(names: tuple[str, ...]) -> dict[str, int]:
+    """Silence ``names`` in this thread until the matching :func:`pop_allowed`.
+
+    Returns this thread's counts, for a :func:`pop_allowed` that may run in another thread.
+    """
     counts = _allowed_counts()
     for name in names:
         counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
-def pop_allowed(names: tuple[str, ...]) -> None:
-    """Undo one :func:`push_allowed` of ``names`` in this thread."""
-    counts = _allowed_counts()
+def pop_allowed(names: tuple[str, ...], counts: dict[str, int] | None = None) -> None:
+    """Undo one :func:`push_allowed` of ``names`` (in this thread, or in ``counts``' thread)."""
+    if counts is None:
+        counts = _allowed_counts()
     for name in names:
         left = counts.get(name, 0) - 1
         if left > 0:

@@ -28,21 +28,23 @@ R = TypeVar("R")
 _Module = nn.Module
 _Tensor = torch.Tensor
 _tree_of = _state.tree_of
+is_compiling = torch.compiler.is_compiling
 
 
 # Markers of the grad mode a mode="grad" call was entered with.
 _GRAD_ON = object()
 _GRAD_OFF = object()
 
-Entry = tuple[Any, Any, bool]  # (hold or None, grad mode or context to restore, hooks pushed)
+# (hold or None, grad mode or context to restore, the thread's watch stack when GG001 watches)
+Entry = tuple[Any, Any, Any]
 
 
 class _CallWatch(_scopes._GraphWatch):
     """GG001 inside the calls of one decorated function.
 
-    Built once at decoration time: the same saved-tensors hook pair is pushed around every call
-    (pushing is stateless, so recursion and threads can share it), and whether the running call
-    has reported already is kept per thread.
+    Built once at decoration time: the same watch goes on the thread's stack of open scopes for
+    every call (so recursion and threads can share it), and whether the running call has
+    reported already is kept per thread.
     """
 
     __slots__ = ("local",)
@@ -50,7 +52,6 @@ class _CallWatch(_scopes._GraphWatch):
     def __init__(self, what: str, mode: str) -> None:
         self.local = threading.local()
         super().__init__(what, mode)
-        self.hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
 
     @property
     def reported(self) -> bool:
@@ -75,7 +76,7 @@ class _Step:
         self.enter = enter
         self.leave = leave
         self.roots = roots
-        self.entry: Entry = (None, None, False)
+        self.entry: Entry = (None, None, None)
 
     def __enter__(self) -> None:
         # Looked up per step: a model changed between two steps is held as it is now.
@@ -102,8 +103,9 @@ def _scope_functions(
     report_eval_changes = _scopes.report_eval_changes
     label = watch.what
     local = watch.local
-    push = watch.hooks.__enter__
-    pop = watch.hooks.__exit__
+    watches = _scopes._watches
+    open_watches = _scopes.open_watches
+    close_watch = _scopes.close_watch
     no_grad = mode == "no_grad"
     inference = mode == "inference"
     wanted = _scopes._GRAPH_WANTED
@@ -120,33 +122,39 @@ def _scope_functions(
                 context.__enter__()
                 grad = context
             else:
-                # mode="grad" asks for graphs in eval mode: the watchdog's GG001 stays silent.
+                # mode="grad" asks for graphs in eval mode: GG001 stays silent in this thread.
                 # The grad mode is left alone, and remembered to check that the body did too.
                 _findings.push_allowed(wanted)
-                return (hold, _GRAD_ON if is_grad_enabled() else _GRAD_OFF, False)
+                grad = _GRAD_ON if is_grad_enabled() else _GRAD_OFF
+                open_watches().append(None)
+                return (hold, grad, None)
             local.reported = False
-            try:
-                push()
-            except RuntimeError:  # saved-tensor hooks are disabled here (e.g. by a compiler pass)
-                return (hold, grad, False)
+            watched = getattr(watches, "stack", None)
+            if watched is None:
+                watched = open_watches()
+            watched.append(watch)
+            return (hold, grad, watched)
         except BaseException:
-            leave((hold, grad, False), True)
+            leave((hold, grad, None), True)
             raise
-        return (hold, grad, True)
 
     def leave(entry: Entry, failing: bool) -> None:
-        hold, grad, pushed = entry
+        hold, grad, stack = entry
         grad_changed = ""
         changed: Sequence[nn.Module] = ()
         try:
-            if pushed:
-                pop(None, None, None)
             if grad is _GRAD_ON or grad is _GRAD_OFF:
+                close_watch(open_watches(), None)  # a call's steps run in one thread each
                 _findings.pop_allowed(wanted)
                 grad_changed = grad_mode_changed(mode, grad is _GRAD_ON)
                 if grad_changed:
                     set_grad_enabled(grad is _GRAD_ON)
             elif grad is not None:
+                if stack is not None:
+                    if stack and stack[-1] is watch:
+                        stack.pop()
+                    else:
+                        close_watch(stack, watch)
                 if no_grad:
                     if is_grad_enabled():
                         grad_changed = grad_mode_changed(mode)
@@ -163,20 +171,7 @@ def _scope_functions(
     return enter, leave
 
 
-def _graph_tensor(value: object) -> torch.Tensor | None:
-    """A tensor with a ``grad_fn`` in ``value`` or one level inside a tuple, list or dict."""
-    if isinstance(value, _Tensor):
-        return value if value.grad_fn is not None else None
-    if isinstance(value, (tuple, list)):
-        items: Any = value
-    elif isinstance(value, dict):
-        items = value.values()
-    else:
-        return None
-    for item in items:
-        if isinstance(item, _Tensor) and item.grad_fn is not None:
-            return item
-    return None
+_graph_tensor = _scopes.graph_tensor
 
 
 @_findings.fail_open("inference_fn result")
@@ -250,7 +245,7 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
         return found
 
     def check_step(step: _Step, value: Any) -> None:
-        if value is not None and step.entry[2] and not local.reported:
+        if value is not None and step.entry[2] is not None and not local.reported:
             tensor = _graph_tensor(value)
             if tensor is not None:
                 _report_graph_result(label, mode, tensor)
@@ -268,6 +263,13 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
 
     def run(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         roots = roots_of(instance, args, kwargs)
+        if is_compiling():
+            # Locks, weak references and thread-locals cannot be traced: a plain path instead.
+            token = _scopes.compiling_enter(tuple(roots), mode)
+            try:
+                return wrapped(*args, **kwargs)
+            finally:
+                _scopes.compiling_exit(token)
         entry = enter(_tree_of(roots) if roots else None)
         try:
             result = wrapped(*args, **kwargs)
@@ -275,7 +277,13 @@ def _decorate(fn: Any, mode: str, models: tuple[nn.Module, ...] | None) -> Any:
             leave(entry, True)
             raise
         leave(entry, False)
-        if result is not None and entry[2] and not local.reported:
+        if result is None:
+            return result
+        if result.__class__ in _decorators.LAZY_KINDS:
+            # A plain function that returns a coroutine or generator (a functools.wraps wrapper
+            # of an async def): its body runs later, so the scope goes around each of its steps.
+            return _decorators.scoped_result(result, lambda: _Step(enter, leave, roots), step_check)
+        if entry[2] is not None and not local.reported:
             tensor = _graph_tensor(result)
             if tensor is not None:
                 _report_graph_result(label, mode, tensor)
@@ -334,7 +342,12 @@ def inference_fn(
 
     Thread locality: the grad mode is thread local, but ``module.training`` is shared by all
     threads. Calls in many threads on one model keep it in eval while any of them runs; the last
-    one to finish restores the original flags.
+    one to finish restores the original flags. Work a coroutine hands to another thread
+    (``asyncio.to_thread``, an executor) runs outside its scope, with that thread's grad mode:
+    decorate the function handed over instead. A body that suspends inside its own
+    ``torch.no_grad()`` or saved-tensors hooks gets them back on resume, and its caller never sees
+    them. Inside ``torch.compile`` a traceable path is taken (``"inference"`` runs as
+    ``no_grad``).
 
     Usable bare (``@inference_fn``) or called (``@inference_fn(mode=..., models=...)``).
 
@@ -352,9 +365,10 @@ def inference_fn(
         ValueError: at decoration time: an unknown ``mode``.
 
     Warns:
-        GraphInInferenceWarning: (GG001) in modes ``"no_grad"``/``"inference"``, an autograd graph
-            was recorded inside the call, or the function returned (or yielded) a tensor with a
-            ``grad_fn``, directly or inside a tuple, list or dict.
+        GraphInInferenceWarning: (GG001) in modes ``"no_grad"``/``"inference"``, the function
+            returned (or yielded) a tensor with a ``grad_fn``, directly or inside a tuple, list or
+            dict (a graph built and dropped inside the call is freed with it and not reported;
+            the watchdog reports it).
         ScopeStateChangedWarning: (GG006) the body switched a held module back to training or
             changed the grad mode; it is put right, then reported.
 

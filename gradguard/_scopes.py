@@ -8,6 +8,7 @@ it is already entered (in the same or another thread): every entry keeps its own
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -15,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from gradguard import _findings, _state
 from gradguard._decorators import scoped
@@ -79,13 +81,19 @@ def describe(modules: tuple[nn.Module, ...]) -> str:
     return ", ".join(type(m).__name__ for m in modules)
 
 
+_entries_lock = threading.Lock()
+
+
 class _Scope:
-    """Shared machinery: per-thread entry stacks, decorator use, exception-safe exit."""
+    """Shared machinery: entry stacks, decorator use, exception-safe exit from any thread."""
 
     _what = "scope"
 
     def __init__(self) -> None:
-        self._entries: dict[int, list[Any]] = {}
+        # (thread, token) per open entry, in entry order: exit takes the latest entry of its own
+        # thread, or, exited from another thread (a generator finalised elsewhere, a framework
+        # that enters and exits on different pool threads), the latest entry of all.
+        self._entries: list[tuple[int, Any]] = []
 
     def _enter(self) -> Any:
         raise NotImplementedError
@@ -96,9 +104,22 @@ class _Scope:
     def _clone(self) -> _Scope:
         raise NotImplementedError
 
+    def _enter_compiling(self) -> Any:
+        raise RuntimeError(
+            f"gradguard.{self._what}(...) cannot be traced by torch.compile: use it around the "
+            "compiled call instead of inside the compiled function"
+        )
+
+    def _exit_compiling(self, token: Any) -> None:
+        raise NotImplementedError
+
     def __enter__(self) -> None:
+        if _is_compiling():
+            # Locks, weak references and thread ids cannot be traced: a plain path instead.
+            self._entries.append((0, self._enter_compiling()))
+            return
         token = self._enter()
-        self._entries.setdefault(threading.get_ident(), []).append(token)
+        self._entries.append((threading.get_ident(), token))
 
     def __exit__(
         self,
@@ -106,15 +127,52 @@ class _Scope:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        entries = self._entries
+        if _is_compiling():
+            self._exit_compiling(entries.pop()[1])
+            return
         ident = threading.get_ident()
-        stack = self._entries[ident]
-        token = stack.pop()
-        if not stack:
-            del self._entries[ident]
+        with _entries_lock:  # one scope object may be exited by several threads at once
+            if not entries:
+                raise RuntimeError(f"{self._what}(...) exited more often than it was entered")
+            for position in range(len(entries) - 1, -1, -1):
+                if entries[position][0] == ident:
+                    break
+            else:
+                position = len(entries) - 1
+            token = entries.pop(position)[1]
         self._exit(token, exc_type is not None)
 
     def __call__(self, fn: F) -> F:
         return scoped(fn, self._clone, self._what)
+
+
+_is_compiling = torch.compiler.is_compiling
+
+
+def compiling_enter(modules: tuple[nn.Module, ...], mode: str) -> Any:
+    """Inside ``torch.compile``: eval mode and the grad mode, in code that dynamo can trace.
+
+    No refcounting, no checks: every module's own flag is kept in a plain list and put back by
+    :func:`compiling_exit`. Concurrency is the compiled program's.
+    """
+    saved = [(m, m.training) for root in modules for m in root.modules()]
+    for module, _flag in saved:
+        module.training = False
+    grad_before = torch.is_grad_enabled()
+    if mode != "grad":
+        # inference_mode cannot be traced either; within a compiled graph no_grad computes the
+        # same values (inference tensors are an eager-mode optimisation).
+        torch.set_grad_enabled(False)
+    return (saved, grad_before)
+
+
+def compiling_exit(token: Any) -> None:
+    """Undo :func:`compiling_enter`."""
+    saved, grad_before = token
+    torch.set_grad_enabled(grad_before)
+    for module, flag in saved:
+        module.training = flag
 
 
 def _report_changed(check_site_failing: bool, message: str, fix: str) -> None:
@@ -128,58 +186,159 @@ def _report_changed(check_site_failing: bool, message: str, fix: str) -> None:
 
 
 class _GraphWatch:
-    """GG001 inside a scope: a saved-tensors hook that fires only if a graph is recorded."""
+    """GG001 inside a scope: a scope's model returned a graph from its forward while it is open.
 
-    __slots__ = ("hooks", "mode", "reported", "what")
+    While a scope is open in a thread its watch is on that thread's stack (``None`` for
+    ``mode="grad"``, which asks for graphs); the models of an open ``evaluating`` scope have
+    :func:`_forward_hook`, which asks the innermost watch of the thread running the forward
+    (``@inference_fn`` checks its results instead). No saved-tensors hook is pushed:
+    it would make ``torch.func`` transforms inside the scope fail, and it would show in the
+    hook stack of code running while a generator or coroutine is suspended.
+    """
+
+    __slots__ = ("mode", "reported", "what")
 
     def __init__(self, what: str, mode: str) -> None:
         self.what = what
         self.mode = mode
         self.reported = False
-        self.hooks: Any = None
 
-    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        if not self.reported and not torch.compiler.is_compiling():
-            self.reported = True
-            _findings.report(
-                "graph-in-inference",
-                f"an autograd graph was recorded inside {self.what} (mode={self.mode!r}): "
-                "gradients were turned back on inside the scope, so this forward keeps "
-                "activations alive for a backward that inference never runs",
-                "remove the torch.enable_grad()/set_grad_enabled(True) from inside the scope, "
-                "or use mode='grad' if you need gradients there (saliency, adversarial inputs)",
-            )
-        return tensor
+    def report_graph(self, module: nn.Module) -> None:
+        self.reported = True
+        _findings.report(
+            "graph-in-inference",
+            f"an autograd graph was recorded inside {self.what} (mode={self.mode!r}): "
+            f"{type(module).__name__} ran forward with gradients turned back on inside the "
+            "scope, so its output keeps activations alive for a backward that inference never "
+            "runs",
+            "remove the torch.enable_grad()/set_grad_enabled(True) from inside the scope, "
+            "or use mode='grad' if you need gradients there (saliency, adversarial inputs)",
+        )
 
-    @staticmethod
-    def unpack(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
 
-    def start(self) -> None:
-        try:
-            self.hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
-            self.hooks.__enter__()
-        except RuntimeError:  # saved-tensor hooks are disabled here (e.g. by a compiler pass)
-            self.hooks = None
+_watches = threading.local()
+_grad_enabled = torch.is_grad_enabled
+_functorch_active = torch._C._are_functorch_transforms_active
 
-    def stop(self) -> None:
-        if self.hooks is not None:
-            self.hooks.__exit__(None, None, None)
-            self.hooks = None
 
+def open_watches() -> list[_GraphWatch | None]:
+    """This thread's stack of open scopes' GG001 watches (innermost last)."""
+    stack: list[_GraphWatch | None] | None = getattr(_watches, "stack", None)
+    if stack is None:
+        stack = _watches.stack = []
+    return stack
+
+
+def close_watch(stack: list[_GraphWatch | None], watch: _GraphWatch | None) -> None:
+    """Take ``watch`` off ``stack`` (the stack of the thread it was opened in)."""
+    if stack and stack[-1] is watch:
+        stack.pop()
+        return
+    for position in range(len(stack) - 1, -1, -1):
+        if stack[position] is watch:
+            del stack[position]
+            return
+
+
+def graph_tensor(value: object) -> torch.Tensor | None:
+    """A tensor with a ``grad_fn`` in ``value`` or one level inside a tuple, list or dict."""
+    if isinstance(value, torch.Tensor):
+        return value if value.grad_fn is not None else None
+    if isinstance(value, (tuple, list)):
+        items: Any = value
+    elif isinstance(value, dict):
+        items = value.values()
+    else:
+        return None
+    for item in items:
+        if isinstance(item, torch.Tensor) and item.grad_fn is not None:
+            return item
+    return None
+
+
+def _forward_hook(module: nn.Module, _args: Any, output: Any) -> None:
+    """Forward hook on an open scope's models: GG001 when their output is a graph inside it."""
+    if not _grad_enabled() or _is_compiling():  # the common case first: gradients are off
+        return
+    stack = getattr(_watches, "stack", None)
+    if not stack:
+        return
+    watch = stack[-1]
+    if watch is None or watch.reported or _functorch_active():
+        # mode="grad", already reported, or a torch.func transform (its own graphs, on purpose)
+        return
+    if graph_tensor(output) is not None:
+        watch.report_graph(module)
+
+
+
+
+def _take_hook_id() -> int:
+    # An id from torch's own counter, so ours never collides with one it hands out.
+    hook_id: int = RemovableHandle.next_id
+    RemovableHandle.next_id += 1
+    return hook_id
+
+
+def hook_roots(modules: tuple[nn.Module, ...]) -> tuple[int, list[dict[int, Any]]]:
+    """Put :func:`_forward_hook` on each of ``modules`` (one id per scope entry)."""
+    hook_id = _take_hook_id()
+    hooked: list[dict[int, Any]] = []
+    for root in modules:
+        hooks = root.__dict__.get("_forward_hooks")
+        if hooks is not None and hook_id not in hooks:
+            hooks[hook_id] = _forward_hook
+            hooked.append(hooks)
+    return hook_id, hooked
+
+
+def unhook_roots(hook_id: int, hooked: list[dict[int, Any]]) -> None:
+    """Take the hooks of :func:`hook_roots` off again (from any thread)."""
+    for hooks in hooked:
+        hooks.pop(hook_id, None)
+
+
+def hooked_roots() -> list[nn.Module]:
+    """Every live model a scope was entered on that has the GG001 forward hook on it now."""
+    return [
+        root
+        for root in _state.known_roots()
+        if any(h is _forward_hook for h in root.__dict__.get("_forward_hooks", {}).values())
+    ]
 
 _GRAPH_WANTED = ("graph-in-inference",)
 
 
 class _EvalToken:
-    __slots__ = ("grad_before", "grad_ctx", "graph", "graph_wanted", "hold", "optimizers")
+    __slots__ = (
+        "allowed",
+        "deferred",
+        "evals",
+        "grad_before",
+        "grad_ctx",
+        "hold",
+        "hooked",
+        "inherited",
+        "optimizers",
+        "task",
+        "thread",
+        "watch",
+        "watches",
+    )
 
     def __init__(self) -> None:
-        self.graph_wanted = False
+        self.thread = threading.get_ident()
+        self.evals: list[_EvalToken] | None = None
+        self.inherited = False
+        self.deferred: list[Any] = []
+        self.task = ""
+        self.allowed: dict[str, int] | None = None
         self.grad_before = True
         self.hold: _state.Hold | None = None
         self.grad_ctx: Any = None
-        self.graph: _GraphWatch | None = None
+        self.hooked: tuple[int, list[dict[int, Any]]] | None = None
+        self.watches: list[_GraphWatch | None] | None = None
+        self.watch: _GraphWatch | None = None
         self.optimizers: list[Any] = []
 
 
@@ -200,6 +359,29 @@ def _switchable(optimizer: object) -> bool:
     )
 
 
+def _check_optimizers(optimizers: object) -> tuple[Any, ...]:
+    """Validate ``optimizers=``: one optimizer, or a list or tuple of them.
+
+    Raises:
+        TypeError: anything else, naming what was given and what is valid.
+    """
+    valid = (
+        "evaluating(optimizers=...) takes an optimizer or a list or tuple of them "
+        "(torch.optim.Optimizer objects, or objects with callable .eval() and .train() such as "
+        "schedule-free optimizers)"
+    )
+    if _switchable(optimizers) or isinstance(optimizers, torch.optim.Optimizer):
+        return (optimizers,)
+    if not isinstance(optimizers, (list, tuple)):
+        raise TypeError(f"{valid}; got {type(optimizers).__qualname__} ({optimizers!r:.80})")
+    for index, optimizer in enumerate(optimizers):
+        if not (_switchable(optimizer) or isinstance(optimizer, torch.optim.Optimizer)):
+            raise TypeError(
+                f"{valid}; item {index} is {type(optimizer).__qualname__} ({optimizer!r:.80})"
+            )
+    return tuple(optimizers)
+
+
 class evaluating(_Scope):
     """Put models in eval mode with gradients off, then put everything back exactly.
 
@@ -212,21 +394,30 @@ class evaluating(_Scope):
 
     Thread locality: the grad mode is thread local, but ``module.training`` is shared by all
     threads. Scopes over one model in many threads keep it in eval while any of them is open, and
-    the last one to close restores the original flags.
+    the last one to close restores the original flags. Exited on another thread than it was
+    entered on, the scope restores the flags but cannot put back the entering thread's grad mode
+    (which stays off) and leaves the exiting thread's alone. The grad mode is per thread, not per
+    ``asyncio`` task: held across an ``await`` while another task's scope opens and closes, the
+    grad mode is handed over so that it ends right, and GG006 names the task (use
+    ``@inference_fn`` on the coroutine instead). Inside ``torch.compile`` a traceable path is
+    taken (``"inference"`` runs as ``no_grad``).
 
     Args:
         *modules: the models (any ``nn.Module``, including ``DistributedDataParallel`` and
             ``torch.compile`` results) to hold in eval.
         mode: ``"no_grad"`` (``torch.no_grad``), ``"inference"`` (``torch.inference_mode``) or
             ``"grad"`` (gradients left as they are: eval mode for saliency or adversarial work).
-        optimizers: optimizers with callable ``.eval()``/``.train()`` (schedule-free optimizers)
-            are switched to eval on enter and back on exit; plain optimizers are accepted and left
-            alone.
+        optimizers: one optimizer or a list or tuple of them; those with callable
+            ``.eval()``/``.train()`` (schedule-free optimizers) are switched to eval on enter and
+            back on exit; plain optimizers are accepted and left alone.
 
     Raises:
         TypeError: no module, or something that is not an ``nn.Module``, or an optimizer that is
-            neither a ``torch.optim.Optimizer`` nor has ``.eval()``/``.train()``.
+            neither a ``torch.optim.Optimizer`` nor has ``.eval()``/``.train()``; on enter, a
+            ``torch.export`` module exported in training mode (nothing is changed).
         ValueError: an unknown ``mode``.
+        Exception: whatever a module's ``train()`` override raises: on enter, after everything
+            was put back; on exit, after every other flag was restored.
 
     Warns:
         ScopeStateChangedWarning: (GG006) code inside the scope switched a managed module back
@@ -249,26 +440,25 @@ class evaluating(_Scope):
         self,
         *modules: nn.Module,
         mode: Mode = "no_grad",
-        optimizers: tuple[Any, ...] | list[Any] = (),
+        optimizers: Any = (),
     ) -> None:
         super().__init__()
         check_modules(modules, "evaluating(...)")
         check_mode(mode, "evaluating(...)")
-        optimizers = tuple(optimizers)
-        for optimizer in optimizers:
-            if not (_switchable(optimizer) or isinstance(optimizer, torch.optim.Optimizer)):
-                raise TypeError(
-                    "evaluating(optimizers=...) takes torch.optim.Optimizer objects or objects "
-                    "with callable .eval() and .train() (schedule-free optimizers); "
-                    f"got {optimizer!r}"
-                )
+        checked = _check_optimizers(optimizers)
         self.modules: tuple[nn.Module, ...] = modules
         self.mode: str = mode
-        self.optimizers: tuple[Any, ...] = tuple(o for o in optimizers if _switchable(o))
+        self.optimizers: tuple[Any, ...] = tuple(o for o in checked if _switchable(o))
         self._label = f"evaluating({describe(modules)})"
 
     def _clone(self) -> evaluating:
         return evaluating(*self.modules, mode=self.mode, optimizers=self.optimizers)  # type: ignore[arg-type]
+
+    def _enter_compiling(self) -> Any:
+        return compiling_enter(self.modules, self.mode)
+
+    def _exit_compiling(self, token: Any) -> None:
+        compiling_exit(token)
 
     def _enter(self) -> _EvalToken:
         token = _EvalToken()
@@ -277,19 +467,24 @@ class evaluating(_Scope):
             for optimizer in self.optimizers:
                 _hold_optimizer(optimizer)
                 token.optimizers.append(optimizer)
-            if self.mode == "no_grad":
-                token.grad_ctx = torch.no_grad()
-            elif self.mode == "inference":
-                token.grad_ctx = torch.inference_mode()
-            if token.grad_ctx is not None:
-                token.grad_ctx.__enter__()
-                token.graph = _GraphWatch(self._label, self.mode)
-                token.graph.start()
+            token.grad_before = torch.is_grad_enabled()
+            token.watches = open_watches()
+            if self.mode == "grad":
+                # mode="grad" asks for graphs in eval mode: GG001 stays silent in this thread.
+                token.allowed = _findings.push_allowed(_GRAPH_WANTED)
+                token.watches.append(None)
             else:
-                # mode="grad" asks for graphs in eval mode: the watchdog's GG001 stays silent.
-                _findings.push_allowed(_GRAPH_WANTED)
-                token.graph_wanted = True
-                token.grad_before = torch.is_grad_enabled()
+                if self.mode == "no_grad":
+                    torch.set_grad_enabled(False)
+                else:
+                    token.grad_ctx = torch.inference_mode()
+                    token.grad_ctx.__enter__()
+                token.watch = _GraphWatch(self._label, self.mode)
+                token.watches.append(token.watch)
+                token.hooked = hook_roots(self.modules)
+            token.evals = _open_evals()
+            token.evals.append(token)
+            token.task = _task_name()
         except BaseException:
             self._exit(token, True)
             raise
@@ -297,18 +492,49 @@ class evaluating(_Scope):
 
     def _exit(self, token: _EvalToken, failing: bool) -> None:
         grad_changed = ""
-        if token.graph_wanted:
-            _findings.pop_allowed(_GRAPH_WANTED)
-            # mode="grad" leaves the grad mode alone, and so must the code inside it.
-            grad_changed = grad_mode_changed("grad", token.grad_before)
-            if grad_changed:
-                torch.set_grad_enabled(token.grad_before)
+        # The grad mode is thread local: exited from another thread, the entering thread's grad
+        # mode cannot be put back from here (and this thread's must not be touched).
+        same_thread = token.thread == threading.get_ident()
+        later: _EvalToken | None = None
+        on_top = True
         try:
-            if token.graph is not None:
-                token.graph.stop()
-            if token.grad_ctx is not None:
-                grad_changed = grad_mode_changed(self.mode)
-                token.grad_ctx.__exit__(None, None, None)
+            if token.hooked is not None:
+                unhook_roots(*token.hooked)
+            if token.watches is not None:
+                close_watch(token.watches, token.watch)
+            if token.evals is not None:
+                on_top, later = _close_eval(token)
+            # Exited while a scope entered after it is still open (two tasks interleaving their
+            # scopes across awaits): what this scope would put back is handed to that later
+            # scope, which puts it back when it closes; this thread's grad mode stays that
+            # scope's until then.
+            restore = same_thread and on_top
+            if token.allowed is not None:
+                _findings.pop_allowed(_GRAPH_WANTED, token.allowed)
+                # mode="grad" leaves the grad mode alone, and so must the code inside it.
+                if restore:
+                    grad_changed = grad_mode_changed("grad", token.grad_before)
+                    if grad_changed:
+                        torch.set_grad_enabled(token.grad_before)
+                        if token.inherited:
+                            grad_changed = ""  # handed over by an interleaved scope: reported
+            elif token.grad_ctx is not None:
+                if restore:
+                    grad_changed = grad_mode_changed(self.mode)
+                    token.grad_ctx.__exit__(None, None, None)
+                elif later is not None and same_thread:
+                    later.deferred.append(token.grad_ctx)
+                elif not same_thread:
+                    # The inference-mode guard restores the state of whichever thread frees it:
+                    # never let it be freed here. The entering thread keeps inference mode on.
+                    _orphaned_guards.append(token.grad_ctx)
+            elif restore and token.evals is not None:
+                if torch.is_grad_enabled() and not token.inherited:
+                    grad_changed = grad_mode_changed(self.mode)
+                torch.set_grad_enabled(token.grad_before)
+            if restore:
+                while token.deferred:
+                    token.deferred.pop().__exit__(None, None, None)
         finally:
             changed: list[nn.Module] = []
             try:
@@ -319,6 +545,68 @@ class evaluating(_Scope):
                     _release_optimizer(optimizer)
         if changed or grad_changed:
             report_eval_changes(self._label, self.mode, changed, grad_changed, failing)
+        if later is not None and same_thread:
+            _report_interleaved(self._label, token.task, later, failing)
+
+
+_evals = threading.local()
+_orphaned_guards: list[Any] = []
+
+
+def _open_evals() -> list[_EvalToken]:
+    stack: list[_EvalToken] | None = getattr(_evals, "stack", None)
+    if stack is None:
+        stack = _evals.stack = []
+    return stack
+
+
+def _task_name() -> str:
+    asyncio = sys.modules.get("asyncio")  # not imported: no event loop can be running
+    if asyncio is None:
+        return ""
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        return ""
+    task = asyncio.current_task(loop)
+    return "" if task is None else f"task {task.get_name()!r}"
+
+
+def _close_eval(token: _EvalToken) -> tuple[bool, _EvalToken | None]:
+    """Take ``token`` off its thread's stack: (was it the innermost, the scope entered after it).
+
+    What ``token`` would restore is handed to that later scope (mode="grad" restores nothing).
+    """
+    stack = token.evals
+    assert stack is not None
+    if stack and stack[-1] is token:
+        stack.pop()
+        return True, None
+    for position in range(len(stack) - 1, -1, -1):
+        if stack[position] is token:
+            del stack[position]
+            later = stack[position] if position < len(stack) else None
+            if later is None or token.allowed is not None:
+                return False, None
+            later.grad_before = token.grad_before
+            later.inherited = True
+            later.deferred.extend(token.deferred)
+            return False, later
+    return True, None
+
+
+def _report_interleaved(label: str, task: str, later: _EvalToken, failing: bool) -> None:
+    where = f" in {task}" if task else ""
+    other = f" (entered in {later.task})" if later.task else ""
+    _report_changed(
+        failing,
+        f"{label} exited{where} while a scope entered after it{other} is still open in this "
+        "thread: `with` scopes held across an `await` interleave with other tasks' scopes, and "
+        "the grad mode is per thread, not per task (each exit would put back what the other "
+        "task had set, leaving gradients disabled on the event loop); the grad mode from before "
+        "this scope is restored when the later one closes",
+        "decorate the coroutine with @gradguard.inference_fn, which holds the scope only while "
+        "the coroutine runs, or do not await inside the with-block",
+    )
 
 
 def grad_mode_changed(mode: str, grad_before: bool = True) -> str:
@@ -370,22 +658,25 @@ def _hold_optimizer(optimizer: Any) -> None:
             return
         was_training = _optimizer_in_train_mode(optimizer)
         _optimizer_counts[id(optimizer)] = [1, was_training, optimizer]
-        if was_training:
-            try:
-                optimizer.eval()
-            except BaseException:
+    if was_training:
+        # User code: never under the engine's lock.
+        try:
+            optimizer.eval()
+        except BaseException:
+            with _state._lock:
                 del _optimizer_counts[id(optimizer)]
-                raise
+            raise
 
 
 def _release_optimizer(optimizer: Any) -> None:
     with _state._lock:
         entry = _optimizer_counts[id(optimizer)]
         entry[0] -= 1
-        if entry[0] == 0:
-            del _optimizer_counts[id(optimizer)]
-            if entry[1]:
-                optimizer.train()
+        if entry[0] > 0:
+            return
+        del _optimizer_counts[id(optimizer)]
+    if entry[1]:
+        optimizer.train()
 
 
 class _FrozenToken:
@@ -406,7 +697,9 @@ class frozen(_Scope):
     as a decorator; every call gets a fresh scope.
 
     Thread locality: ``requires_grad`` and ``module.training`` are shared by all threads; scopes
-    over the same parameters in many threads are counted, and the last one restores.
+    over the same parameters in many threads are counted, and the last one restores. The scope
+    may be exited on another thread than the one that entered it. Not traceable by
+    ``torch.compile``: use it around the compiled call.
 
     Args:
         *modules: the modules whose parameters to freeze.
@@ -414,6 +707,8 @@ class frozen(_Scope):
 
     Raises:
         TypeError: no module, or something that is not an ``nn.Module``.
+        Exception: whatever a parameter or ``train()`` override raises when it refuses to switch:
+            on enter after everything was given back, on exit after the rest was restored.
 
     Warns:
         ScopeStateChangedWarning: (GG006) code inside the scope turned ``requires_grad`` back on
@@ -484,7 +779,8 @@ class frozen(_Scope):
 class allow(_Scope):
     """Silence the named checks within a block, for intended uses.
 
-    Thread locality: silences checks in the current thread only. Also works as a decorator.
+    Thread locality: silences checks in the current thread only (exited from another thread, it
+    still ends the silence of the thread that entered it). Also works as a decorator.
 
     Args:
         *checks: check names (``"train-mode-without-grad"``) or codes (``"GG002"``).
@@ -507,8 +803,15 @@ class allow(_Scope):
     def _clone(self) -> allow:
         return allow(*self.checks)
 
-    def _enter(self) -> None:
-        _findings.push_allowed(self.checks)
+    def _enter_compiling(self) -> None:
+        return None  # compiled code reports nothing, so there is nothing to silence
 
-    def _exit(self, token: None, failing: bool) -> None:
-        _findings.pop_allowed(self.checks)
+    def _exit_compiling(self, token: None) -> None:
+        return None
+
+    def _enter(self) -> dict[str, int]:
+        return _findings.push_allowed(self.checks)
+
+    def _exit(self, token: dict[str, int], failing: bool) -> None:
+        # The counts of the thread that entered: exited elsewhere, that thread's checks come back.
+        _findings.pop_allowed(self.checks, token)

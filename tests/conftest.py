@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import gradguard
-from gradguard import _state
+from gradguard.testing import assert_no_holds
 
 pytest_plugins = ["pytester"]
 
@@ -22,5 +22,4 @@ def _clean_gradguard_state() -> Iterator[None]:
     yield
     gradguard.configure(strict=None)
     gradguard.clear_findings()
-    assert _state.held_counts() == (0, 0), "a test left a gradguard scope open"
-    assert torch.is_grad_enabled() == grad_before, "a test left the grad mode changed"
+    assert_no_holds(grad_enabled=grad_before)

@@ -97,15 +97,14 @@ def test_graph_recorded_inside_no_grad_scope_is_reported() -> None:
     assert gradguard.findings()[0].code == "GG001"
 
 
-def test_graph_finding_points_at_users_own_forward() -> None:
-    """With the user's own model class, the site is the line of its forward that built the graph."""
+def test_graph_finding_points_at_the_call_of_the_users_model() -> None:
+    """With the user's own model class, the site is the user's line that ran the held model."""
     net = Net()
     with pytest.warns(GraphInInferenceWarning) as record, evaluating(net), torch.enable_grad():
-        net(torch.randn(4, 8))
-    assert record[0].filename.endswith("helpers.py")
-    with open(record[0].filename) as handle:
-        line = handle.read().splitlines()[record[0].lineno - 1]
-    assert "return self.head(self.features(x))" in line
+        net(torch.randn(4, 8))  # users-model-site
+    assert record[0].filename == THIS_FILE
+    assert record[0].lineno == line_of("users-model-site")
+    assert "Net ran forward with gradients turned back on" in str(record[0].message)
 
 
 def test_no_graph_finding_in_grad_mode_scope() -> None:

@@ -706,8 +706,8 @@ def test_graph_results_are_not_reported_in_grad_mode_or_deeper_than_one_level() 
     assert gradguard.findings() == []
 
 
-def test_graph_recorded_inside_is_reported_once() -> None:
-    """A forward with gradients re-enabled inside warns GG001 once, not again for its result."""
+def test_graph_recorded_inside_and_returned_is_reported_once() -> None:
+    """Gradients re-enabled inside and the graph returned: GG001 once, for the result."""
     model = make_model()
 
     @inference_fn
@@ -718,7 +718,24 @@ def test_graph_recorded_inside_is_reported_once() -> None:
     with pytest.warns(gradguard.GraphInInferenceWarning) as record:
         careless(model, torch.randn(2, 4))
     assert len(record) == 1
-    assert "was recorded inside inference_fn(" in str(record[0].message)
+    assert "returned a tensor that is part of an autograd graph" in str(record[0].message)
+    assert len(gradguard.findings()) == 1
+    assert state(model) == OUTSIDE
+
+
+def test_graph_recorded_by_an_evaluating_scope_inside_is_reported() -> None:
+    """A graph built and dropped inside the call is seen by an evaluating() scope there."""
+    model = make_model()
+
+    @inference_fn
+    def careless(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        with gradguard.evaluating(model), torch.enable_grad():
+            return model(x).detach()
+
+    with pytest.warns(gradguard.GraphInInferenceWarning) as record:
+        careless(model, torch.randn(2, 4))
+    assert len(record) == 1
+    assert "was recorded inside evaluating(" in str(record[0].message)
     assert len(gradguard.findings()) == 1
     assert state(model) == OUTSIDE
 
