@@ -110,5 +110,14 @@ RULES: dict[str, Rule] = {
             "a hand-written eval() + no_grad() pair that gradguard.evaluating replaces",
             None,
         ),
+        Rule(
+            "GG190",
+            "unused-ignore",
+            "warning",
+            False,
+            "a suppression comment that suppresses nothing, or names an unknown rule "
+            "(reported with --warn-unused-ignores)",
+            None,
+        ),
     )
 }
