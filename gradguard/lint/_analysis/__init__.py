@@ -1,0 +1,47 @@
+"""The static analysis behind ``gradguard lint``: one parse, one flow pass per function, all rules.
+
+Only the standard library is used (``ast``); nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from gradguard.lint._analysis._names import collect_aliases
+from gradguard.lint._analysis._report import Reporter
+from gradguard.lint._analysis._syntax_rules import check_async_decorators
+from gradguard.lint._finding import Finding
+
+__all__ = ["analyze"]
+
+
+def analyze(source: str, path: str) -> list[Finding]:
+    """Every rule's findings for one file, sorted by (line, column, code).
+
+    Args:
+        source: the file's text.
+        path: the name findings carry (as the reporters print it).
+
+    Returns:
+        All findings, GG110 included (selection is the caller's business). A file that does not
+        parse gives a single GG100 finding at the SyntaxError's line instead of raising.
+    """
+    reporter = Reporter(path)
+    try:
+        tree = ast.parse(source, filename=path)
+    except (SyntaxError, ValueError) as error:
+        line = getattr(error, "lineno", None) or 1
+        column = max((getattr(error, "offset", None) or 1) - 1, 0)
+        detail = getattr(error, "msg", None) or str(error)
+        reporter.add(
+            "GG100",
+            ast.Pass(),
+            f"the file does not parse: {detail}",
+            "Fix the syntax error; the other rules skip this file until it parses.",
+            line=line,
+            column=column,
+        )
+        return reporter.sorted()
+    aliases = collect_aliases(tree)
+    check_async_decorators(tree, aliases, reporter)
+    return reporter.sorted()
