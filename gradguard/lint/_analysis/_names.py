@@ -105,7 +105,7 @@ def grad_mode_call(aliases: Aliases, node: ast.expr) -> tuple[str, ast.Call | No
     None for a bare ``@torch.no_grad``.
     """
     call = node if isinstance(node, ast.Call) else None
-    target = node.func if call is not None else node
+    target = call.func if call is not None else node
     member = torch_member(aliases.qualify(target))
     if member in _GRAD_MANAGERS:
         return ("set_grad_enabled" if member == "_set_grad_enabled" else member, call)
