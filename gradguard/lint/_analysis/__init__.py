@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import ast
 
+from gradguard.lint._analysis._flow import run_flow
+from gradguard.lint._analysis._module import Function, build_index
 from gradguard.lint._analysis._names import collect_aliases
 from gradguard.lint._analysis._report import Reporter
-from gradguard.lint._analysis._syntax_rules import check_async_decorators
+from gradguard.lint._analysis._syntax_rules import check_async_decorators, check_eval_no_grad_pairs
 from gradguard.lint._finding import Finding
 
 __all__ = ["analyze"]
@@ -44,4 +46,19 @@ def analyze(source: str, path: str) -> list[Finding]:
         return reporter.sorted()
     aliases = collect_aliases(tree)
     check_async_decorators(tree, aliases, reporter)
+    check_eval_no_grad_pairs(tree, aliases, reporter)
+    index = build_index(tree, aliases)
+    scopes: list[Function | ast.Module] = [tree]
+    scopes.extend(
+        node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    )
+    # First walk: what each function leaves its arguments in, and the grad mode it is called in.
+    for scope in scopes:
+        flow = run_flow(index, scope, None, summaries=False)
+        if not isinstance(scope, ast.Module):
+            index.summaries[id(scope)] = flow.summary()
+        for target, grads in flow.call_grads:
+            index.call_grads.setdefault(id(target), []).append(grads)
+    for scope in scopes:
+        run_flow(index, scope, reporter, summaries=True)
     return reporter.sorted()

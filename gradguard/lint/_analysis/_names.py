@@ -68,6 +68,17 @@ def collect_aliases(tree: ast.Module) -> Aliases:
     return aliases
 
 
+def strip_chain(node: ast.expr) -> ast.expr:
+    """``Net().to(device).train()`` -> ``Net()``: where a chain of self-returning calls starts."""
+    while (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in SELF_RETURNING
+    ):
+        node = node.func.value
+    return node
+
+
 def receiver_key(node: ast.expr) -> str | None:
     """``model``, ``self.model``, ``net.to(device)`` -> ``net``; None for anything else."""
     while (

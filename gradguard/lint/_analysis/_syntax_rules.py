@@ -1,10 +1,11 @@
-"""Rules that need no flow: grad-mode decorators on async functions (GG108)."""
+"""Rules that need no flow: grad decorators on async functions (GG108), eval + no_grad (GG110)."""
 
 from __future__ import annotations
 
 import ast
 
-from gradguard.lint._analysis._names import Aliases, grad_mode_call
+from gradguard.lint._analysis._messages import eval_no_grad_pair
+from gradguard.lint._analysis._names import Aliases, grad_mode_call, receiver_key
 from gradguard.lint._analysis._report import Reporter, snippet
 
 
@@ -41,3 +42,56 @@ def _is_generator(node: ast.AsyncFunctionDef) -> bool:
             continue
         stack.extend(ast.iter_child_nodes(child))
     return False
+
+
+def check_eval_no_grad_pairs(tree: ast.Module, aliases: Aliases, reporter: Reporter) -> None:
+    """GG110: ``R.eval()`` then, within a few statements, ``with torch.no_grad():``."""
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            stmts = getattr(node, field, None)
+            if isinstance(stmts, list):
+                _pairs_in(stmts, aliases, reporter)
+
+
+def _eval_receiver(stmt: ast.stmt) -> str | None:
+    if (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Call)
+        and isinstance(stmt.value.func, ast.Attribute)
+        and stmt.value.func.attr == "eval"
+        and not stmt.value.args
+    ):
+        return receiver_key(stmt.value.func.value)
+    return None
+
+
+def _pairs_in(stmts: list[ast.stmt], aliases: Aliases, reporter: Reporter) -> None:
+    for index, stmt in enumerate(stmts):
+        receiver = _eval_receiver(stmt)
+        if receiver is None:
+            continue
+        for later in stmts[index + 1 : index + 5]:
+            if isinstance(later, ast.With):
+                manager = _no_grad_item(later, aliases)
+                if manager is not None:
+                    message, fix = eval_no_grad_pair(
+                        receiver, f"`{snippet(manager)}`", later.lineno
+                    )
+                    reporter.add(
+                        "GG110",
+                        stmt,
+                        message,
+                        fix,
+                        (reporter.related(later.lineno, f"`{snippet(manager)}` here"),),
+                    )
+                break
+            if f"{receiver}." in ast.unparse(later):
+                break
+
+
+def _no_grad_item(node: ast.With, aliases: Aliases) -> ast.expr | None:
+    for item in node.items:
+        found = grad_mode_call(aliases, item.context_expr)
+        if found is not None and found[0] in ("no_grad", "inference_mode"):
+            return item.context_expr
+    return None
