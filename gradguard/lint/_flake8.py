@@ -2,10 +2,11 @@
 
 Registered as the ``flake8.extension`` entry point ``GG1``, so flake8 selects the codes by
 default; flake8's ``--select``/``--ignore``/``--extend-select``, ``per-file-ignores`` and
-``# noqa`` apply as to any plugin. GG110 (a note, off by default in ``gradguard lint``) is off
-here too until ``--extend-select GG110``. gradguard's own comments (``# gradguard: ignore[...]``,
-``# gradguard: skip-file``, and a suppression on the line that caused the state) are honoured as
-``gradguard lint`` honours them. A file that does not parse is flake8's E999, not GG100.
+``# noqa`` (on the finding's line, flake8's rule) apply as to any plugin. GG110 (a note, off by
+default in ``gradguard lint``) is off here too until ``--extend-select GG110``. gradguard's own
+comments (``# gradguard: ignore[...]``, also on the line that caused the state, and
+``# gradguard: skip-file``) are honoured as ``gradguard lint`` honours them. A file that does
+not parse is flake8's E999, not GG100.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class GradguardChecker:
         from gradguard.lint._driver import default_analyze
 
         source = "".join(self._lines)
-        suppressions = Suppressions.parse(source)
+        # flake8 applies its own noqa (and --disable-noqa); gradguard's comments are ours to read.
+        suppressions = Suppressions.parse(source, noqa=False)
         if suppressions.skip_file:
             return
         findings = [f for f in default_analyze()(source, self._filename) if f.code != "GG100"]

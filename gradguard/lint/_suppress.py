@@ -48,11 +48,17 @@ class Suppressions:
 
     skip_file: bool = False
     by_line: dict[int, list[Directive]] = field(default_factory=dict)
+    read_noqa: bool = True
 
     @classmethod
-    def parse(cls, source: str) -> Suppressions:
-        """Read the comments of ``source``; a file that does not tokenize has none."""
-        result = cls()
+    def parse(cls, source: str, *, noqa: bool = True) -> Suppressions:
+        """Read the comments of ``source``; a file that does not tokenize has none.
+
+        Args:
+            source: the file's text.
+            noqa: read ``noqa`` comments too (the flake8 plugin leaves them to flake8).
+        """
+        result = cls(read_noqa=noqa)
         if "#" not in source:
             return result
         try:
@@ -81,7 +87,7 @@ class Suppressions:
                     else:
                         directive.codes[code] = item
             self.by_line.setdefault(line, []).append(directive)
-        for match in _NOQA.finditer(comment):
+        for match in _NOQA.finditer(comment) if self.read_noqa else ():
             codes = match.group("codes")
             directive = Directive(line, column + match.start(), match.group(0), {}, own=False)
             if codes is None:
