@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ast
 
-from gradguard.lint._analysis._flow import run_flow
+from gradguard.lint._analysis._flow import run_flow, scope_facts
 from gradguard.lint._analysis._module import Function, build_index
 from gradguard.lint._analysis._names import collect_aliases
 from gradguard.lint._analysis._report import Reporter
@@ -44,18 +44,27 @@ def analyze(source: str, path: str) -> list[Finding]:
             column=column,
         )
         return reporter.sorted()
-    aliases = collect_aliases(tree)
-    check_async_decorators(tree, aliases, reporter)
-    check_eval_no_grad_pairs(tree, aliases, reporter)
+    nodes = list(ast.walk(tree))
+    aliases = collect_aliases(nodes)
+    check_async_decorators(nodes, aliases, reporter)
+    check_eval_no_grad_pairs(nodes, aliases, reporter)
     index = build_index(tree, aliases)
     scopes: list[Function | ast.Module] = [tree]
     scopes.extend(
-        node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        node for node in nodes if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
     )
-    # First walk: what each function leaves its arguments in, and the grad mode it is called in.
+    facts = {id(scope): scope_facts(scope) for scope in scopes}
+    index.scopes.update(facts)
+    defined = {scope.name for scope in scopes if not isinstance(scope, ast.Module)}
+    called = set().union(*(f.called for f in facts.values()))
+    # First walk, only where it can matter: what a called function leaves its arguments in, and
+    # the grad mode each local function is called in.
     for scope in scopes:
+        is_callee = not isinstance(scope, ast.Module) and scope.name in called
+        if not is_callee and not facts[id(scope)].called & defined:
+            continue
         flow = run_flow(index, scope, None, summaries=False)
-        if not isinstance(scope, ast.Module):
+        if is_callee:
             index.summaries[id(scope)] = flow.summary()
         for target, grads in flow.call_grads:
             index.call_grads.setdefault(id(target), []).append(grads)

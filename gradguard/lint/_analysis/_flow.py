@@ -208,6 +208,61 @@ def _asks_for_grad(node: ast.AST) -> bool:
     return False
 
 
+@dataclass
+class ScopeFacts:
+    """What one scope's code says before any flow: names it binds, loops, ``train()`` calls."""
+
+    params: tuple[str, ...] = ()
+    loop_vars: set[str] = field(default_factory=set)
+    globals: set[str] = field(default_factory=set)
+    locals: set[str] = field(default_factory=set)
+    trained: set[str] = field(default_factory=set)
+    nested: dict[str, Function] = field(default_factory=dict)
+    called: set[str] = field(default_factory=set)
+
+
+def scope_facts(scope: Function | ast.Module) -> ScopeFacts:
+    """One walk over a scope's own nodes (not those of functions and classes inside it)."""
+    facts = ScopeFacts()
+    if not isinstance(scope, ast.Module):
+        args = scope.args
+        facts.params = tuple(
+            a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)
+        ) + tuple(a.arg for a in (args.vararg, args.kwarg) if a is not None)
+    stack: list[ast.AST] = []
+    for stmt in scope.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            facts.nested[stmt.name] = stmt
+        elif not isinstance(stmt, ast.ClassDef):
+            stack.append(stmt)
+    while stack:
+        node = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                facts.nested[child.name] = child
+            elif not isinstance(child, (ast.ClassDef, ast.Lambda)):
+                stack.append(child)
+        if isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+            for name in ast.walk(node.target):
+                if isinstance(name, ast.Name):
+                    facts.loop_vars.add(name.id)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            facts.globals.update(node.names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            facts.locals.add(node.id)
+        elif isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name):
+                facts.called.add(func.id)
+            elif isinstance(func, ast.Attribute):
+                facts.called.add(func.attr)
+                if func.attr == "train" and literal_bool(node, "mode", True) is True:
+                    key = receiver_key(func.value)
+                    if key is not None:
+                        facts.trained.add(key)
+    return facts
+
+
 class FunctionFlow:
     """The flow pass over one function (or a module's top level)."""
 
@@ -225,7 +280,7 @@ class FunctionFlow:
         self.function: Function | None = None if isinstance(scope, ast.Module) else scope
         self.reporter = reporter
         self.use_summaries = summaries
-        self.quiet = 0 if reporter is not None else 1
+        self.buffers: list[list[tuple[_Candidate, Origin | None]]] = []
         self.frames: list[_Frame] = []
         self.exits: list[tuple[State, int]] = []
         self.reached: set[Origin] = set()
@@ -242,6 +297,7 @@ class FunctionFlow:
         self.grad_off_lines: dict[int, ast.AST] = {}
         self.does_backward = False
         self.forward_names: dict[Origin, str] = {}
+        self.parameters_of: str | None = None
         self._prepare()
 
     # ----------------------------------------------------------------- set-up
@@ -249,44 +305,16 @@ class FunctionFlow:
     def _body(self) -> list[ast.stmt]:
         return self.scope.body
 
-    def _own_nodes(self) -> list[ast.AST]:
-        """Nodes of this scope, not of the functions and classes defined inside it."""
-        out: list[ast.AST] = []
-        stack: list[ast.AST] = list(self._body())
-        while stack:
-            node = stack.pop()
-            out.append(node)
-            for child in ast.iter_child_nodes(node):
-                if not isinstance(
-                    child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
-                ):
-                    stack.append(child)
-        return out
-
     def _prepare(self) -> None:
-        if self.function is not None:
-            args = self.function.args
-            self.params = tuple(
-                a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)
-            ) + tuple(a.arg for a in (args.vararg, args.kwarg) if a is not None)
-        for node in self._own_nodes():
-            if isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
-                for name in ast.walk(node.target):
-                    if isinstance(name, ast.Name):
-                        self.loop_vars.add(name.id)
-            elif isinstance(node, (ast.Global, ast.Nonlocal)):
-                self.globals.update(node.names)
-            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                self.locals.add(node.id)
-            elif (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "train"
-                and literal_bool(node, "mode", True) is True
-            ):
-                key = receiver_key(node.func.value)
-                if key is not None:
-                    self.trained.add(key)
+        facts = self.index.scopes.get(id(self.scope))
+        if facts is None:
+            facts = self.index.scopes[id(self.scope)] = scope_facts(self.scope)
+        self.params = facts.params
+        self.loop_vars = facts.loop_vars
+        self.globals = facts.globals
+        self.locals = facts.locals
+        self.trained = facts.trained
+        self.nested = facts.nested
 
     def _entry(self) -> State:
         state = State()
@@ -336,7 +364,7 @@ class FunctionFlow:
     def run(self) -> None:
         entry = self._entry()
         end = self.block(self._body(), entry)
-        if end is not None:
+        if end is not None and self._body():
             last = self._body()[-1]
             self.exits.append((end, getattr(last, "end_lineno", None) or last.lineno))
         self._finish()
@@ -392,15 +420,29 @@ class FunctionFlow:
     def report(
         self, code: str, node: ast.AST, message: str, fix: str, related: list[tuple[int, str]]
     ) -> None:
-        if self.quiet or self.reporter is None or code in self.allowed:
+        if self.reporter is None or code in self.allowed:
             return
-        self.reporter.add(
-            code,
-            node,
-            message,
-            fix,
-            tuple(self.reporter.related(line, text) for line, text in related),
-        )
+        self._emit(_Candidate(code, node, message, fix, tuple(related)), None)
+
+    def candidate(self, origin: Origin, found: _Candidate) -> None:
+        """A finding that holds unless its value reaches a backward (decided at the end)."""
+        if self.reporter is not None and found.code not in self.allowed:
+            self._emit(found, origin)
+
+    def _emit(self, found: _Candidate, origin: Origin | None) -> None:
+        # Inside a loop walk, findings wait until the walk proves to be the stable one.
+        if self.buffers:
+            self.buffers[-1].append((found, origin))
+        elif origin is not None:
+            self.candidates.setdefault(origin, found)
+        elif self.reporter is not None:
+            self.reporter.add(
+                found.code,
+                found.node,
+                found.message,
+                found.fix,
+                tuple(self.reporter.related(line, text) for line, text in found.related),
+            )
 
     # ----------------------------------------------------------------- control flow
 
@@ -489,23 +531,31 @@ class FunctionFlow:
         )
         iterated = _EMPTY if isinstance(node, ast.While) else self.expr(node.iter, state)
         entry = state
-        self.quiet += 1
         self.in_loop += 1
+        stable: list[tuple[_Candidate, Origin | None]] = []
         for _ in range(_MAX_LOOP_WALKS):
             frame = _Loop()
+            self.buffers.append([])
             end = self._loop_body(node, entry.copy(), frame, iterated)
+            found = self.buffers.pop()
             widened = join(entry, join_all([end, *frame.continues]))
             assert widened is not None
             if widened == entry:
+                stable = found
                 break
             entry = widened
-        self.quiet -= 1
-        frame = _Loop()
-        end = self._loop_body(node, entry.copy(), frame, iterated)
+        # A loop that did not settle reports nothing: what it would say might not hold.
+        for item in stable:
+            self._emit(*item)
         self.in_loop -= 1
-        final = join(entry, join_all([end, *frame.continues]))
-        assert final is not None
+        final = entry
         done: State | None = None if forever else final
+        through_body = join_all([end, *frame.continues])
+        if done is not None and through_body is not None and not isinstance(node, ast.While):
+            # A for loop with a backward in its body is taken to run at least once: the
+            # zero-iteration path would make every accumulation loop a GG107.
+            done = done.copy()
+            done.zero = through_body.zero
         if node.orelse and done is not None:
             done = self.block(node.orelse, done)
         return join_all([done, *frame.breaks])
@@ -755,6 +805,7 @@ class FunctionFlow:
     def assign(
         self, node: ast.stmt, targets: list[ast.expr], value: ast.expr, state: State
     ) -> None:
+        self.parameters_of = None
         taint = self.expr(value, state)
         off = self.offness(value, state)
         for target in targets:
@@ -770,16 +821,8 @@ class FunctionFlow:
         if isinstance(value, ast.Attribute) and value.attr == "training":
             state.snaps[key] = ("snap", node.lineno, f"`{snippet(value)}`", "")
             return
-        for child in ast.walk(value):
-            if (
-                isinstance(child, ast.Call)
-                and isinstance(child.func, ast.Attribute)
-                and child.func.attr in ("parameters", "named_parameters")
-            ):
-                owner = receiver_key(child.func.value)
-                if owner is not None:
-                    state.optparams[key] = owner
-                    break
+        if self.parameters_of is not None:
+            state.optparams[key] = self.parameters_of
         core = strip_chain(value)
         source = receiver_key(core) if not isinstance(core, ast.Call) else None
         if source is not None and source in state.modes:
@@ -839,11 +882,11 @@ class FunctionFlow:
         if not self.in_loop or name in self.params or name in self.globals:
             return _EMPTY
         origin: Origin = ("acc", node.lineno, node.col_offset)
-        if not self.quiet and "GG106" not in self.allowed:
+        if self.reporter is not None:
             source = min((o for o in taint if o[0] == "fwd"), default=min(taint))
             described = self.forward_names.get(source, "a forward")
             message, fix = msg.graph_accumulated(snippet(node), name, described, source[1])
-            self.candidates.setdefault(
+            self.candidate(
                 origin,
                 _Candidate("GG106", node, message, fix, ((source[1], f"{described} here"),)),
             )
@@ -855,7 +898,7 @@ class FunctionFlow:
         """Facts "off" when ``value`` is computed with gradients disabled on every path."""
         if all_kind(state.grad, "off"):
             return state.grad
-        if _asks_for_grad(value):
+        if not state.off:
             return _OTHER
         names = _loaded_names(value)
         if not names:
@@ -866,7 +909,7 @@ class FunctionFlow:
             if facts is None or state.taint.get(name):
                 return _OTHER
             out |= facts
-        return out
+        return _OTHER if _asks_for_grad(value) else out
 
     def expr(self, node: ast.expr, state: State, *, discarded: bool = False) -> frozenset[Origin]:
         if isinstance(node, ast.Call):
@@ -922,7 +965,10 @@ class FunctionFlow:
         if key == "self":
             owner = self.index.class_of.get(id(self.function)) if self.function else None
             return owner is not None and owner.name in self.index.module_classes
-        last = key.rsplit(".", 1)[-1].lower()
+        last = key.rsplit(".", 1)[-1]
+        if last in self.index.local_classes or _CONSTRUCTOR.match(last):
+            return False  # a class: calling it builds a module, it does not run one
+        last = last.lower()
         return bool(_MODEL_WORDS.search(last)) and not _NOT_MODEL_WORDS.search(last)
 
     def call(self, node: ast.Call, state: State, *, discarded: bool = False) -> frozenset[Origin]:
@@ -951,7 +997,7 @@ class FunctionFlow:
             return _EMPTY
         if torch_name in _NO_GRAPH_TORCH:
             return _EMPTY
-        target = self.index.resolve_call(func, self.function)
+        target = self._resolve(func)
         if target is not None:
             return self._local_call(node, target, args, state)
         key = receiver_key(func) if isinstance(func, ast.Name) else None
@@ -995,7 +1041,7 @@ class FunctionFlow:
             self.backward(node, node.args[0] if node.args else None, args, state)
             return _EMPTY
         if attr == "zero_grad":
-            state.zero = frozenset({("zeroed", node.lineno, f"`{snippet(node)}`", "")})
+            state.zero = frozenset({("zeroed", node.lineno, f"`{snippet(node)}`", key or "")})
             return _EMPTY
         if attr == "step":
             self.step(node, key, state)
@@ -1003,6 +1049,8 @@ class FunctionFlow:
         if attr == "load_state_dict" and key is not None and key in state.built:
             state.modes[key] = frozenset({state.built.pop(key)})
             return _EMPTY
+        if attr in ("parameters", "named_parameters") and key is not None:
+            self.parameters_of = key
         if attr in _NO_GRAPH_METHODS:
             return _EMPTY
         if attr in _CONTAINER_ADD and isinstance(func.value, ast.Name):
@@ -1015,7 +1063,7 @@ class FunctionFlow:
             if args:
                 state.taint[name] = state.taint.get(name, _EMPTY) | args
             return _EMPTY
-        target = self.index.resolve_call(func, self.function)
+        target = self._resolve(func)
         if target is not None:
             return self._local_call(node, target, args, state)
         if attr == "forward" and self._module_like(key, state):
@@ -1026,6 +1074,11 @@ class FunctionFlow:
         if discarded and args:
             self._escape(args, state)
         return receiver | args
+
+    def _resolve(self, func: ast.expr) -> Function | None:
+        if isinstance(func, ast.Name) and func.id in self.nested and self.function is not None:
+            return self.nested[func.id]
+        return self.index.resolve_call(func, self.function)
 
     def _escape(self, taint: frozenset[Origin], state: State) -> None:
         """A graph handed to code this pass cannot see may reach a backward there."""
@@ -1126,16 +1179,11 @@ class FunctionFlow:
             return _EMPTY
         origin: Origin = ("fwd", node.lineno, node.col_offset)
         self.forward_names.setdefault(origin, f"`{snippet(node, 40)}`")
-        if (
-            not self.quiet
-            and facts is not None
-            and all_kind(facts, "eval")
-            and "GG102" not in self.allowed
-        ):
+        if self.reporter is not None and facts is not None and all_kind(facts, "eval"):
             mode_fact = first(facts, "eval")
             assert mode_fact is not None
             message, fix = msg.eval_forward_with_grad(key, mode_fact)
-            self.candidates.setdefault(
+            self.candidate(
                 origin,
                 _Candidate("GG102", node, message, fix, ((mode_fact[1], f"{mode_fact[2]} here"),)),
             )
@@ -1182,7 +1230,13 @@ class FunctionFlow:
             return
         self._check_step_in_eval(node, optimizer, state)
         if not closure:
-            zeroed = first(state.zero, "zeroed")
+            # Another optimizer's zero_grad() says nothing about this one; a model's does.
+            zeroed = first(
+                frozenset(
+                    f for f in state.zero if f[3] == optimizer or not self._optimizer(f[3], state)
+                ),
+                "zeroed",
+            )
             if zeroed is not None:
                 message, fix = msg.step_without_backward(snippet(node), optimizer, zeroed)
                 self.report("GG107", node, message, fix, [(zeroed[1], f"{zeroed[2]} here")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from gradguard.lint._analysis._names import Aliases
 
@@ -44,6 +45,8 @@ class ModuleIndex:
     local_classes: set[str] = field(default_factory=set)
     summaries: dict[int, Summary] = field(default_factory=dict)
     call_grads: dict[int, list[frozenset[Fact]]] = field(default_factory=dict)
+    #: id(scope) -> its ScopeFacts (typed loosely: the flow module defines the class).
+    scopes: dict[int, Any] = field(default_factory=dict)
 
     def resolve_call(self, func: ast.expr, within: Function | None) -> Function | None:
         """The function of this module a call reaches: ``helper(...)`` or ``self.method(...)``."""

@@ -59,10 +59,10 @@ class Aliases:
         return ".".join(reversed(parts))
 
 
-def collect_aliases(tree: ast.Module) -> Aliases:
+def collect_aliases(nodes: list[ast.AST]) -> Aliases:
     """Every import in the module, wherever it is (function-level imports included)."""
     aliases = Aliases()
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             aliases.add_import(node)
     return aliases

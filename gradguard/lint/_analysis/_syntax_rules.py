@@ -9,9 +9,9 @@ from gradguard.lint._analysis._names import Aliases, grad_mode_call, receiver_ke
 from gradguard.lint._analysis._report import Reporter, snippet
 
 
-def check_async_decorators(tree: ast.Module, aliases: Aliases, reporter: Reporter) -> None:
+def check_async_decorators(nodes: list[ast.AST], aliases: Aliases, reporter: Reporter) -> None:
     """GG108: ``@torch.no_grad()`` and kin on an ``async def`` (torch leaves the body alone)."""
-    for node in ast.walk(tree):
+    for node in nodes:
         if not isinstance(node, ast.AsyncFunctionDef):
             continue
         for decorator in node.decorator_list:
@@ -44,13 +44,14 @@ def _is_generator(node: ast.AsyncFunctionDef) -> bool:
     return False
 
 
-def check_eval_no_grad_pairs(tree: ast.Module, aliases: Aliases, reporter: Reporter) -> None:
+def check_eval_no_grad_pairs(nodes: list[ast.AST], aliases: Aliases, reporter: Reporter) -> None:
     """GG110: ``R.eval()`` then, within a few statements, ``with torch.no_grad():``."""
-    for node in ast.walk(tree):
-        for field in ("body", "orelse", "finalbody"):
-            stmts = getattr(node, field, None)
-            if isinstance(stmts, list):
-                _pairs_in(stmts, aliases, reporter)
+    for node in nodes:
+        if isinstance(node, (ast.stmt, ast.Module, ast.excepthandler, ast.match_case)):
+            for field in ("body", "orelse", "finalbody"):
+                stmts = getattr(node, field, None)
+                if stmts:
+                    _pairs_in(stmts, aliases, reporter)
 
 
 def _eval_receiver(stmt: ast.stmt) -> str | None:
