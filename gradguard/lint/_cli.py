@@ -76,6 +76,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--write-baseline", metavar="FILE",
         help="record every current finding in FILE and exit 0 (adopt on an existing codebase)",
     )
+    parser.add_argument(
+        "--jobs", "-j", type=_positive, metavar="N",
+        help="worker processes (default: one per CPU; 1 lints in one process)",
+    )
     config = parser.add_mutually_exclusive_group()
     config.add_argument(
         "--config", metavar="PYPROJECT", help="read [tool.gradguard.lint] from this file"
@@ -83,6 +87,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     config.add_argument(
         "--no-config", action="store_true", help="ignore pyproject.toml configuration"
     )
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return number
 
 
 def _selectors(values: list[str] | None, where: str) -> frozenset[str] | None:
@@ -156,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         warn_unused_ignores=args.warn_unused_ignores,
         baseline=Baseline(Path(args.baseline)) if args.baseline else None,
     )
-    result = lint_paths(paths, options)
+    result = lint_paths(paths, options, jobs=args.jobs)
     report_internal_errors(result)
     if args.write_baseline:
         pairs = [(f, result.fingerprints[f]) for f in result.findings]

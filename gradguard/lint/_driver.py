@@ -9,6 +9,7 @@ reported on stderr and the others are still linted.
 from __future__ import annotations
 
 import io
+import os
 import sys
 import tokenize
 from collections.abc import Callable, Sequence
@@ -84,63 +85,142 @@ def default_analyze() -> Analyze:
     return analyze
 
 
-def lint_file(
-    path: str, source: str, options: LintOptions, analyze: Analyze, result: LintResult
-) -> None:
-    """Lint one file's source and add what is left to ``result``."""
+@dataclass
+class FileOutcome:
+    """What linting one file gave, before the baseline (which the parent process applies)."""
+
+    findings: list[tuple[Finding, str]] = field(default_factory=list)  # with fingerprints
+    silenced: int = 0
+    skipped: bool = False
+    internal_error: str | None = None
+
+
+def check_source(path: str, source: str, options: LintOptions, analyze: Analyze) -> FileOutcome:
+    """Lint one file's source: the selected, unsilenced findings with their fingerprints."""
+    outcome = FileOutcome()
     suppressions = Suppressions.parse(source)
     if suppressions.skip_file:
-        result.skipped_files += 1
-        return
-    per_file = options.config.ignored_in(Path(path).resolve()) if options.config.per_file_ignores \
+        outcome.skipped = True
+        return outcome
+    per_file = (
+        options.config.ignored_in(Path(path).resolve())
+        if options.config.per_file_ignores
         else frozenset()
+    )
     active = [
-        code for code in RULES
+        code
+        for code in RULES
         if options.selection.enabled(code) and code not in per_file and code != "GG190"
     ]
     try:
         found = analyze(source, path)
     except Exception as error:  # fail open: one file's internal error never stops the run
-        result.internal_errors.append(f"{path}: internal error in the analysis: {error!r}")
-        return
+        outcome.internal_error = f"{path}: internal error in the analysis: {error!r}"
+        return outcome
     selected = [f for f in found if f.code in active]
-    kept, silenced = suppressions.filter(selected)
-    result.silenced += silenced
-    if options.warn_unused_ignores and "GG190" not in options.selection.ignore \
-            and "GG190" not in per_file:
+    kept, outcome.silenced = suppressions.filter(selected)
+    report_unused = (
+        options.warn_unused_ignores
+        and "GG190" not in options.selection.ignore
+        and "GG190" not in per_file
+    )
+    if report_unused:
         kept.extend(suppressions.unused(path, active))
     lines = source.splitlines()
     for finding in sorted(kept, key=lambda f: (f.line, f.column, f.code)):
-        print_ = fingerprint(lines, finding)
-        if options.baseline is not None and options.baseline.absorbs(finding, print_):
-            result.baselined += 1
-            continue
-        result.findings.append(finding)
-        result.fingerprints[finding] = print_
+        outcome.findings.append((finding, fingerprint(lines, finding)))
+    return outcome
+
+
+def check_file(path: str, options: LintOptions, analyze: Analyze) -> FileOutcome:
+    """Read and lint one file; an unreadable one is a GG100 finding."""
+    try:
+        source = read_source(path)
+    except (OSError, SyntaxError, UnicodeDecodeError, LookupError) as error:
+        outcome = FileOutcome()
+        if options.selection.enabled("GG100"):
+            outcome.findings.append((_parse_error(path, f"cannot read {path}: {error}"), "0" * 16))
+        return outcome
+    return check_source(path, source, options, analyze)
+
+
+# Parallel linting: worth a process start only for a real project; files go to workers in
+# contiguous chunks and come back in order, so the output does not depend on the job count.
+_PARALLEL_MIN_FILES = 24
+_worker_options: LintOptions | None = None
+
+
+def _init_worker(options: LintOptions) -> None:
+    global _worker_options
+    _worker_options = options
+
+
+def _check_in_worker(path: str) -> FileOutcome:
+    assert _worker_options is not None
+    return check_file(path, _worker_options, default_analyze())
+
+
+def _outcomes(
+    files: list[str], options: LintOptions, analyze: Analyze | None, jobs: int
+) -> list[FileOutcome]:
+    if analyze is not None or jobs <= 1 or len(files) < _PARALLEL_MIN_FILES:
+        chosen = analyze or default_analyze()
+        return [check_file(path, options, chosen) for path in files]
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return [check_file(path, options, default_analyze()) for path in files]
+    default_analyze()  # imported once here, inherited by the forked workers
+    context = multiprocessing.get_context("fork")
+    worker_options = LintOptions(
+        selection=options.selection,
+        config=options.config,
+        warn_unused_ignores=options.warn_unused_ignores,
+    )
+    chunk = max(1, len(files) // (jobs * 4))
+    with context.Pool(jobs, initializer=_init_worker, initargs=(worker_options,)) as pool:
+        return pool.map(_check_in_worker, files, chunksize=chunk)
+
+
+def default_jobs() -> int:
+    """Worker processes by default: one per CPU this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def lint_paths(
-    paths: Sequence[str], options: LintOptions, analyze: Analyze | None = None
+    paths: Sequence[str],
+    options: LintOptions,
+    analyze: Analyze | None = None,
+    *,
+    jobs: int | None = None,
 ) -> LintResult:
     """Lint every Python file under ``paths``.
+
+    Args:
+        paths: files and directories.
+        options: selection, exclusions, configuration, baseline.
+        analyze: the analysis of one file (default: gradguard's); a custom one runs in-process.
+        jobs: worker processes (default: one per CPU; 1 lints in this process).
 
     Raises:
         LintUsageError: a path that does not exist.
     """
-    if analyze is None:
-        analyze = default_analyze()
     files = discover(paths, options.exclude, respect_gitignore=options.respect_gitignore)
     result = LintResult(files=len(files))
-    for path in files:
-        try:
-            source = read_source(path)
-        except (OSError, SyntaxError, UnicodeDecodeError, LookupError) as error:
-            finding = _parse_error(path, f"cannot read {path}: {error}")
-            if options.selection.enabled("GG100"):
-                result.findings.append(finding)
-                result.fingerprints[finding] = "0" * 16
-            continue
-        lint_file(path, source, options, analyze, result)
+    for outcome in _outcomes(files, options, analyze, jobs or default_jobs()):
+        result.silenced += outcome.silenced
+        result.skipped_files += outcome.skipped
+        if outcome.internal_error is not None:
+            result.internal_errors.append(outcome.internal_error)
+        for finding, print_ in outcome.findings:
+            if options.baseline is not None and options.baseline.absorbs(finding, print_):
+                result.baselined += 1
+                continue
+            result.findings.append(finding)
+            result.fingerprints[finding] = print_
     return result
 
 

@@ -27,6 +27,21 @@ ASYNC_NO_GRAD = textwrap.dedent(
 ASYNC_NO_GRAD_DEF_LINE = 5
 ASYNC_NO_GRAD_DECORATOR_LINE = 4
 
+# The hand-written pair gradguard.evaluating replaces: GG110, a note, off unless selected.
+EVAL_NO_GRAD_PAIR = textwrap.dedent(
+    """\
+    import torch
+
+
+    def evaluate(model, loader):
+        model.eval()
+        with torch.no_grad():
+            for x in loader:
+                model(x)
+    """
+)
+EVAL_NO_GRAD_PAIR_LINE = 5
+
 CLEAN = textwrap.dedent(
     """\
     import torch

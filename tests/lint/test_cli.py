@@ -11,6 +11,8 @@ from tests.lint.lint_helpers import (
     ASYNC_NO_GRAD_DECORATOR_LINE,
     ASYNC_NO_GRAD_DEF_LINE,
     CLEAN,
+    EVAL_NO_GRAD_PAIR,
+    EVAL_NO_GRAD_PAIR_LINE,
     run_lint,
     write,
 )
@@ -101,6 +103,35 @@ def test_fail_on_sets_the_lowest_failing_severity(tmp_path: Path) -> None:
     never = run_lint("--fail-on", "never", cwd=tmp_path)
     assert never.returncode == 0
     assert "GG108" in never.stdout
+
+
+def test_off_by_default_rule_reports_only_when_selected_and_notes_pass_by_default(
+    tmp_path: Path,
+) -> None:
+    """GG110 is off by default; selected, it is a note, which fails only with --fail-on note."""
+    write(tmp_path, "evaluate.py", EVAL_NO_GRAD_PAIR)
+    default = run_lint(cwd=tmp_path)
+    assert (default.returncode, default.stdout) == (0, "No findings in 1 file.\n")
+    selected = run_lint("--select", "eval-no-grad-pair", cwd=tmp_path)
+    assert selected.returncode == 0
+    assert selected.stdout.startswith(f"evaluate.py:{EVAL_NO_GRAD_PAIR_LINE}:5: GG110 ")
+    assert "(1 note)" in selected.stdout
+    assert run_lint("--select", "ALL", "--fail-on", "note", cwd=tmp_path).returncode == 1
+
+
+def test_parallel_and_sequential_runs_report_the_same(tmp_path: Path) -> None:
+    """Enough files for worker processes: -j 2 prints exactly what -j 1 prints."""
+    for index in range(40):
+        text = (ASYNC_NO_GRAD, EVAL_NO_GRAD_PAIR, CLEAN, "def f(:\n")[index % 4]
+        write(tmp_path, f"pkg{index % 3}/m{index:02d}.py", text)
+    sequential = run_lint("--select", "ALL", "--format", "json", "-j", "1", cwd=tmp_path)
+    parallel = run_lint("--select", "ALL", "--format", "json", "-j", "2", cwd=tmp_path)
+    assert sequential.returncode == parallel.returncode == 1
+    assert parallel.stdout == sequential.stdout
+    codes = [f["code"] for f in json.loads(parallel.stdout)["findings"]]
+    assert sorted(set(codes)) == ["GG100", "GG108", "GG110"]
+    assert len(codes) == 30
+    assert run_lint("-j", "0", cwd=tmp_path).returncode == 2
 
 
 def test_output_writes_the_report_to_a_file_and_the_summary_to_stderr(tmp_path: Path) -> None:

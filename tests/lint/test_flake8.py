@@ -11,6 +11,8 @@ from tests.lint.lint_helpers import (
     ASYNC_NO_GRAD,
     ASYNC_NO_GRAD_DECORATOR_LINE,
     ASYNC_NO_GRAD_DEF_LINE,
+    EVAL_NO_GRAD_PAIR,
+    EVAL_NO_GRAD_PAIR_LINE,
     write,
 )
 
@@ -67,6 +69,13 @@ def test_gradguard_comments_work_under_flake8_too(tmp_path: Path) -> None:
     assert _gg_lines(_flake8("--isolated", "cause.py", "skip.py", cwd=tmp_path)) == []
 
 
-def test_rules_off_by_default_are_off_in_flake8_too() -> None:
-    """GG110 (and GG190, which only gradguard lint makes) start in flake8's default ignore."""
+def test_rules_off_by_default_are_off_in_flake8_too(tmp_path: Path) -> None:
+    """GG110 is silent under plain flake8 and reported with --extend-select GG110."""
     assert set(DEFAULT_IGNORE) == {"GG110", "GG190"}
+    write(tmp_path, "evaluate.py", EVAL_NO_GRAD_PAIR)
+    assert _gg_lines(_flake8("--isolated", "evaluate.py", cwd=tmp_path)) == []
+    selected = _gg_lines(_flake8("--isolated", "--extend-select", "GG110", "evaluate.py",
+                                 cwd=tmp_path))
+    assert [line.split(": ")[0:2] for line in selected] == [
+        [f"evaluate.py:{EVAL_NO_GRAD_PAIR_LINE}:5", "GG110 eval-no-grad-pair"]
+    ]
