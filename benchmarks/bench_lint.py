@@ -17,6 +17,7 @@ import argparse
 import ast
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -27,8 +28,11 @@ from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-NINE = HERE / "data" / "nine_mistakes.py"
-FIXED = HERE / "data" / "nine_fixed.py"
+# The nine mistakes of the linter's test suite, one function each, "# expect: GG10x" at the line
+# gradguard must flag; clean.py is the same script fixed.
+NINE = HERE.parent / "tests" / "lint" / "nine" / "mistakes.py"
+FIXED = HERE.parent / "tests" / "lint" / "nine" / "clean.py"
+_EXPECT = re.compile(r"#\s*expect:\s*(GG\d+)")
 TARGET_WALL_S = 1.0
 TARGET_RATIO = 15.0
 
@@ -100,19 +104,36 @@ def functions(path: Path) -> list[tuple[str, int, int]]:
     return out
 
 
+def expectations(path: Path) -> dict[int, str]:
+    """Line -> the code its "# expect:" comment names."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {n: m.group(1) for n, text in enumerate(lines, 1) if (m := _EXPECT.search(text))}
+
+
 def score_nine(name: str, command: list[str], parse: object) -> None:
-    """Print which of the nine functions the tool flags, and what it says on the fixed twin."""
+    """Print which of the nine functions the tool flags, and what it says on the fixed twin.
+
+    A mistake counts as flagged when the tool reports anything inside its function (tools place
+    findings differently); "exact" means the expected code at the expected line.
+    """
     assert callable(parse)
     found = parse(run_timed([*command, str(NINE)])[2])
     clean = parse(run_timed([*command, str(FIXED)])[2])
-    hits = []
+    expected = expectations(NINE)
+    hits = exact = 0
     for index, (function, first, last) in enumerate(functions(NINE), start=1):
         codes = sorted({code for code, line in found if first <= line <= last})
-        hits.append(bool(codes))
-        print(f"  {index}. {function:<38} {', '.join(codes) or '-'}")
+        wanted = [(line, code) for line, code in expected.items() if first <= line <= last]
+        right = [w for w in wanted if (w[1], w[0]) in found]
+        hits += bool(codes)
+        exact += bool(wanted) and len(right) == len(wanted)
+        want = ", ".join(f"{code}@{line}" for line, code in wanted)
+        print(f"  {index}. {function:<22} expected {want:<12} got {', '.join(codes) or '-'}")
+    # Another tool's codes are its own: only gradguard's can match the expected code.
+    exactly = f" ({exact} with the expected code at the expected line)" if "gradguard" in name else ""
     print(
-        f"  {name}: {sum(hits)} of {len(hits)} mistakes flagged, {len(found)} findings; "
-        f"on the fixed twin: {len(clean)} findings {sorted(Counter(c for c, _ in clean).items())}"
+        f"  {name}: {hits} of {len(expected)} mistakes flagged{exactly}, {len(found)} findings; "
+        f"on the clean twin: {len(clean)} findings {sorted(Counter(c for c, _ in clean).items())}"
     )
 
 
@@ -132,7 +153,7 @@ def main() -> int:
     exe = preflight_executable()
     gg_base = gradguard_command(Path("."))[:-1]
 
-    print("\nThe nine mistakes (benchmarks/data/nine_mistakes.py), default rules of each tool:")
+    print(f"\nThe nine mistakes ({NINE.relative_to(HERE.parent)}), default rules of each tool:")
     print(" gradguard lint:")
     score_nine("gradguard lint", gg_base, gradguard_findings)
     if exe is None:
