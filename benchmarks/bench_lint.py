@@ -130,7 +130,9 @@ def score_nine(name: str, command: list[str], parse: object) -> None:
         want = ", ".join(f"{code}@{line}" for line, code in wanted)
         print(f"  {index}. {function:<22} expected {want:<12} got {', '.join(codes) or '-'}")
     # Another tool's codes are its own: only gradguard's can match the expected code.
-    exactly = f" ({exact} with the expected code at the expected line)" if "gradguard" in name else ""
+    exactly = ""
+    if "gradguard" in name:
+        exactly = f" ({exact} with the expected code at the expected line)"
     print(
         f"  {name}: {hits} of {len(expected)} mistakes flagged{exactly}, {len(found)} findings; "
         f"on the clean twin: {len(clean)} findings {sorted(Counter(c for c, _ in clean).items())}"
