@@ -629,6 +629,18 @@ def train_epoch(student, teacher, optimizer, loader):
 """,
     ],
     "GG104": [
+        # switched off and back on under the same flag (found in real code)
+        """
+import torch
+
+def focal(self, xs, y):
+    if self.disable_grad_focal:
+        torch.set_grad_enabled(False)
+    weight = torch.pow(1 - xs * y, 2)
+    if self.disable_grad_focal:
+        torch.set_grad_enabled(True)
+    return weight
+""",
         # the with form; a restore in finally; a restore on every path
         """
 import torch
@@ -666,6 +678,15 @@ print(torch.ones(1) * 2)
 """,
     ],
     "GG105": [
+        # gradients that already exist keep their graph under no_grad (found in real code)
+        """
+import torch
+
+@torch.no_grad()
+def set_hessian(params, zs):
+    grads = [p.grad for p in params]
+    return torch.autograd.grad(grads, params, grad_outputs=zs)
+""",
         # values from an enable_grad block inside
         """
 import torch
@@ -714,6 +735,32 @@ def pgd(model, x):
 """,
     ],
     "GG106": [
+        # functions named for what they return are not forwards (found in real code)
+        """
+from timm import create_model, list_models
+
+def bulk(args, task):
+    results = []
+    eval_model = task.get_eval_model()
+    for name in list_models(pretrained=True):
+        model = create_model(name)
+        results.append(model)
+        results.append(eval_model)
+    print(results)
+""",
+        # calling a class builds a module, it does not run one (found in real code)
+        """
+from torch import nn
+
+class Net(nn.Module):
+    pass
+
+processes = []
+for rank in range(4):
+    model = Net()
+    processes.append(model)
+print(processes)
+""",
         # .item(), .detach(), float(), .cpu().numpy()
         """
 def train(model, loader, optimizer, criterion):
@@ -776,6 +823,27 @@ def evaluate(model, loader, criterion):
 """,
     ],
     "GG107": [
+        # an inner loop that accumulates the backward over micro-batches (found in real code)
+        """
+def train(model, optimizer, batches_per_step, loader):
+    for step in range(100):
+        samples = [next(loader) for _ in range(batches_per_step)]
+        for batch in samples:
+            model(batch).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+""",
+        # the backward is in a closure called right before the step (found in real code)
+        """
+def training_step(model, opt_gen, opt_dis, batch):
+    def dis_closure():
+        model(batch).sum().backward()
+
+    opt_gen.zero_grad()
+    dis_closure()
+    opt_dis.step()
+    opt_dis.zero_grad()
+""",
         # step(closure)
         """
 def train(model, optimizer, x):

@@ -115,6 +115,11 @@ _MODEL_WORDS = re.compile(
     r"|teacher|student|transformer|rnn|lstm|gru|vae|unet|^g$|^d$"
 )
 _NOT_MODEL_WORDS = re.compile(r"loss|criterion|opt|sched|token|metric|data|loader|writer|log")
+#: A callable named for what it does (``get_model``, ``build_net``) returns a module; it is not one.
+_VERB = re.compile(
+    r"(get|create|build|load|make|init|set|list|save|export|prepare|to|from|is|has|apply"
+    r"|register|wrap|unwrap|setup|configure|compute|update|reset|freeze|unfreeze|print|log)_"
+)
 _OPTIMIZER_WORDS = re.compile(r"opt")
 _NOT_OPTIMIZER_WORDS = re.compile(r"sched|lr|env|adopt|option")
 _CONSTRUCTOR = re.compile(r"^[A-Z][A-Za-z0-9_]*[a-z][A-Za-z0-9_]*$")
@@ -195,6 +200,30 @@ def _loaded_names(node: ast.AST) -> list[str]:
         and isinstance(child.ctx, ast.Load)
         and id(child) not in callees
     ]
+
+
+_NOT_COMPUTING = frozenset(
+    {"list", "tuple", "dict", "zip", "iter", "next", "enumerate", "reversed", "sorted", "filter"}
+)
+
+
+def _computes(node: ast.expr) -> bool:
+    """Whether an expression makes a new tensor (a call, arithmetic), not just reads one."""
+    if isinstance(node, ast.Call):
+        if isinstance(node.func, ast.Name) and node.func.id in _NOT_COMPUTING:
+            return any(_computes(arg) for arg in node.args)
+        return True
+    if isinstance(node, (ast.BinOp, ast.UnaryOp)):
+        return True
+    if isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
+        return _computes(node.value)
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return any(_computes(element) for element in node.elts)
+    if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp)):
+        return _computes(node.elt)
+    if isinstance(node, ast.IfExp):
+        return _computes(node.body) or _computes(node.orelse)
+    return False
 
 
 def _asks_for_grad(node: ast.AST) -> bool:
@@ -298,6 +327,7 @@ class FunctionFlow:
         self.does_backward = False
         self.forward_names: dict[Origin, str] = {}
         self.parameters_of: str | None = None
+        self.guards: list[ast.expr] = []
         self._prepare()
 
     # ----------------------------------------------------------------- set-up
@@ -405,7 +435,7 @@ class FunctionFlow:
         reported: set[int] = set()
         for state, line in self.exits:
             for fact in state.grad:
-                if fact[0] == "off" and fact[3] == "stmt" and fact[1] not in reported:
+                if fact[0] == "off" and fact[3].startswith("stmt") and fact[1] not in reported:
                     reported.add(fact[1])
                     node = self.grad_off_lines[fact[1]]
                     message, fix = msg.grad_not_restored(fact[2], self.function.name, line)
@@ -483,7 +513,12 @@ class FunctionFlow:
             return state
         if isinstance(node, ast.If):
             self.expr(node.test, state)
-            return join(self.block(node.body, state.copy()), self.block(node.orelse, state))
+            self.guards.append(node.test)
+            try:
+                taken = self.block(node.body, state.copy())
+            finally:
+                self.guards.pop()
+            return join(taken, self.block(node.orelse, self._test_false(node.test, state)))
         if isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
             return self.loop(node, state)
         if isinstance(node, (ast.With, ast.AsyncWith)):
@@ -897,7 +932,8 @@ class FunctionFlow:
     def offness(self, value: ast.expr, state: State) -> frozenset[Fact]:
         """Facts "off" when ``value`` is computed with gradients disabled on every path."""
         if all_kind(state.grad, "off"):
-            return state.grad
+            # Reading tensors that exist (``p.grad``) under no_grad keeps their graphs.
+            return state.grad if _computes(value) else _OTHER
         if not state.off:
             return _OTHER
         names = _loaded_names(value)
@@ -968,8 +1004,16 @@ class FunctionFlow:
         last = key.rsplit(".", 1)[-1]
         if last in self.index.local_classes or _CONSTRUCTOR.match(last):
             return False  # a class: calling it builds a module, it does not run one
+        if "." not in key and (
+            key in self.aliases.names or key in self.index.functions or key in self.nested
+        ):
+            return False  # an imported or defined function (create_model): not a module's forward
         last = last.lower()
-        return bool(_MODEL_WORDS.search(last)) and not _NOT_MODEL_WORDS.search(last)
+        return (
+            bool(_MODEL_WORDS.search(last))
+            and not _NOT_MODEL_WORDS.search(last)
+            and not _VERB.match(last)
+        )
 
     def call(self, node: ast.Call, state: State, *, discarded: bool = False) -> frozenset[Origin]:
         func = node.func
@@ -1088,13 +1132,28 @@ class FunctionFlow:
     def _set_grad_statement(self, node: ast.Call, call: ast.Call | None, state: State) -> None:
         value = literal_bool(call, "mode", None)
         spelled = f"`{snippet(node)}`"
+        # A switch made under `if flag:` remembers the flag: a later `if flag:` that switches back
+        # is then seen to undo it (the pattern of optional no-grad sections).
+        how = "stmt" if not self.guards else "stmt|" + ast.unparse(self.guards[-1])
         if value is None:
-            state.grad = frozenset({("unknown", node.lineno, spelled, "stmt")})
+            state.grad = frozenset({("unknown", node.lineno, spelled, how)})
         elif value:
-            state.grad = frozenset({("on", node.lineno, spelled, "stmt")})
+            state.grad = frozenset({("on", node.lineno, spelled, how)})
         else:
             self.grad_off_lines[node.lineno] = node
-            state.grad = frozenset({("off", node.lineno, spelled, "stmt")})
+            state.grad = frozenset({("off", node.lineno, spelled, how)})
+
+    def _test_false(self, test: ast.expr, state: State) -> State:
+        """The state on the path where ``test`` is false: switches made under it did not happen."""
+        guarded = [fact for fact in state.grad if "|" in fact[3]]
+        if not guarded:
+            return state
+        text = "stmt|" + ast.unparse(test)
+        kept = frozenset(fact for fact in state.grad if fact[3] != text)
+        if kept == state.grad:
+            return state
+        state.grad = kept or frozenset({UNKNOWN})
+        return state
 
     def _local_call(
         self, node: ast.Call, target: Function, args: frozenset[Origin], state: State
