@@ -236,7 +236,8 @@ def _walk(
     for entry in entries:
         child = absolute / entry.name
         child_spelled = os.path.join(spelled, entry.name) if spelled != "." else entry.name
-        if entry.is_dir():
+        # A symlinked directory is not followed: it could lead back up the tree.
+        if entry.is_dir(follow_symlinks=False):
             if entry.name in DEFAULT_EXCLUDE or _excluded(lists, child, True):
                 continue
             _walk(child_spelled, child, lists, respect_gitignore, found, seen)

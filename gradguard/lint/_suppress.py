@@ -19,7 +19,9 @@ from gradguard.lint._finding import Finding
 from gradguard.lint._rules import RULES
 from gradguard.lint._select import lookup
 
-_IGNORE = re.compile(r"#\s*gradguard\s*:\s*ignore\b(?:\[(?P<items>[^\]]*)\])?", re.IGNORECASE)
+_IGNORE = re.compile(
+    r"#\s*gradguard\s*:\s*ignore(?![\w-])(?:\[(?P<items>[^\]]*)\])?", re.IGNORECASE
+)
 _SKIP_FILE = re.compile(r"#\s*gradguard\s*:\s*skip-file\b", re.IGNORECASE)
 # flake8's own grammar: bare "noqa", "noqa: X1,X2", "NOQA:X1 X2", each after a hash.
 _NOQA = re.compile(

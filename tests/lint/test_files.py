@@ -79,3 +79,13 @@ def test_pattern_translation_edge_cases() -> None:
     anywhere = compile_pattern("docs/**")
     assert anywhere is not None and anywhere.regex.match("docs/a/b.py")
     assert not anywhere.regex.match("src/docs/a.py")
+
+
+def test_symlinked_directories_are_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link back up the tree does not make the walk loop or read files twice."""
+    _tree(tmp_path, "pkg/a.py")
+    (tmp_path / "pkg" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    assert discover(["."]) == ["pkg/a.py"]

@@ -113,3 +113,10 @@ def test_source_that_does_not_tokenize_has_no_suppressions() -> None:
     """An unterminated string: no crash, no suppression."""
     suppressions = Suppressions.parse('x = """never closed\n# noqa\n')
     assert suppressions.by_line == {}
+
+
+def test_a_word_that_only_starts_with_ignore_is_no_blanket() -> None:
+    """`gradguard: ignore-this` is not `gradguard: ignore`: it silences nothing."""
+    suppressions = _parse("\nopt.step()  # gradguard: ignore-this\n")
+    item = finding("GG107", line=2)
+    assert suppressions.filter([item]) == ([item], 0)
