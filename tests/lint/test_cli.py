@@ -341,6 +341,17 @@ def test_baseline_fails_only_on_new_findings_and_survives_line_shifts(tmp_path: 
     assert "async def embed" in new.stdout or "embed" in new.stdout
 
 
+def test_unwritable_output_or_baseline_is_bad_usage(tmp_path: Path) -> None:
+    """--output or --write-baseline into a missing directory: exit 2 naming the file."""
+    write(tmp_path, "serve.py", ASYNC_NO_GRAD)
+    output = run_lint("--output", "missing/report.txt", cwd=tmp_path)
+    assert output.returncode == 2
+    assert "--output missing/report.txt: cannot write it" in output.stderr
+    baseline = run_lint("--write-baseline", "missing/b.json", cwd=tmp_path)
+    assert baseline.returncode == 2
+    assert "--write-baseline missing/b.json: cannot write it" in baseline.stderr
+
+
 def test_missing_baseline_is_bad_usage(tmp_path: Path) -> None:
     """--baseline naming a file that does not exist: exit 2 and how to make one."""
     write(tmp_path, "a.py", CLEAN)
