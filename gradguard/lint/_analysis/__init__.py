@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ast
 
-from gradguard.lint._analysis._flow import run_flow, scope_facts
+from gradguard.lint._analysis._flow import run_flow, walk_module
 from gradguard.lint._analysis._module import Function, build_index
 from gradguard.lint._analysis._names import collect_aliases
 from gradguard.lint._analysis._report import Reporter
@@ -44,7 +44,7 @@ def analyze(source: str, path: str) -> list[Finding]:
             column=column,
         )
         return reporter.sorted()
-    nodes = list(ast.walk(tree))
+    nodes, facts = walk_module(tree)
     aliases = collect_aliases(nodes)
     check_async_decorators(nodes, aliases, reporter)
     check_eval_no_grad_pairs(nodes, aliases, reporter)
@@ -53,7 +53,6 @@ def analyze(source: str, path: str) -> list[Finding]:
     scopes.extend(
         node for node in nodes if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
     )
-    facts = {id(scope): scope_facts(scope) for scope in scopes}
     index.scopes.update(facts)
     defined = {scope.name for scope in scopes if not isinstance(scope, ast.Module)}
     called = set().union(*(f.called for f in facts.values()))

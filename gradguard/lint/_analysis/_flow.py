@@ -250,46 +250,59 @@ class ScopeFacts:
     called: set[str] = field(default_factory=set)
 
 
-def scope_facts(scope: Function | ast.Module) -> ScopeFacts:
-    """One walk over a scope's own nodes (not those of functions and classes inside it)."""
-    facts = ScopeFacts()
-    if not isinstance(scope, ast.Module):
-        args = scope.args
-        facts.params = tuple(
-            a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)
-        ) + tuple(a.arg for a in (args.vararg, args.kwarg) if a is not None)
-    stack: list[ast.AST] = []
-    for stmt in scope.body:
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            facts.nested[stmt.name] = stmt
-        elif not isinstance(stmt, ast.ClassDef):
-            stack.append(stmt)
+def _params(function: Function) -> tuple[str, ...]:
+    args = function.args
+    named = (*args.posonlyargs, *args.args, *args.kwonlyargs)
+    return tuple(a.arg for a in named) + tuple(
+        a.arg for a in (args.vararg, args.kwarg) if a is not None
+    )
+
+
+def walk_module(tree: ast.Module) -> tuple[list[ast.AST], dict[int, ScopeFacts]]:
+    """One walk over the whole module: every node, and each scope's own facts.
+
+    A scope's own nodes exclude those of the functions, classes and lambdas inside it.
+    """
+    nodes: list[ast.AST] = []
+    scopes: dict[int, ScopeFacts] = {id(tree): ScopeFacts()}
+    stack: list[tuple[ast.AST, ScopeFacts | None]] = [(tree, scopes[id(tree)])]
     while stack:
-        node = stack.pop()
+        node, facts = stack.pop()
+        nodes.append(node)
+        inner = facts
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if facts is not None:
+                facts.nested[node.name] = node
+            inner = scopes[id(node)] = ScopeFacts(params=_params(node))
+        elif isinstance(node, (ast.ClassDef, ast.Lambda)):
+            inner = None
+        elif facts is not None:
+            _note(node, facts)
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                facts.nested[child.name] = child
-            elif not isinstance(child, (ast.ClassDef, ast.Lambda)):
-                stack.append(child)
-        if isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
-            for name in ast.walk(node.target):
-                if isinstance(name, ast.Name):
-                    facts.loop_vars.add(name.id)
-        elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            facts.globals.update(node.names)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            stack.append((child, inner))
+    return nodes, scopes
+
+
+def _note(node: ast.AST, facts: ScopeFacts) -> None:
+    if isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+        for name in ast.walk(node.target):
+            if isinstance(name, ast.Name):
+                facts.loop_vars.add(name.id)
+    elif isinstance(node, (ast.Global, ast.Nonlocal)):
+        facts.globals.update(node.names)
+    elif isinstance(node, ast.Name):
+        if isinstance(node.ctx, ast.Store):
             facts.locals.add(node.id)
-        elif isinstance(node, ast.Call):
-            func = node.func
-            if isinstance(func, ast.Name):
-                facts.called.add(func.id)
-            elif isinstance(func, ast.Attribute):
-                facts.called.add(func.attr)
-                if func.attr == "train" and literal_bool(node, "mode", True) is True:
-                    key = receiver_key(func.value)
-                    if key is not None:
-                        facts.trained.add(key)
-    return facts
+    elif isinstance(node, ast.Call):
+        func = node.func
+        if isinstance(func, ast.Name):
+            facts.called.add(func.id)
+        elif isinstance(func, ast.Attribute):
+            facts.called.add(func.attr)
+            if func.attr == "train" and literal_bool(node, "mode", True) is True:
+                key = receiver_key(func.value)
+                if key is not None:
+                    facts.trained.add(key)
 
 
 class FunctionFlow:
@@ -325,7 +338,7 @@ class FunctionFlow:
         self.call_grads: list[tuple[Function, frozenset[Fact]]] = []
         self.grad_off_lines: dict[int, ast.AST] = {}
         self.does_backward = False
-        self.forward_names: dict[Origin, str] = {}
+        self.forward_nodes: dict[Origin, ast.Call] = {}
         self.parameters_of: str | None = None
         self.guards: list[ast.expr] = []
         self._prepare()
@@ -336,9 +349,7 @@ class FunctionFlow:
         return self.scope.body
 
     def _prepare(self) -> None:
-        facts = self.index.scopes.get(id(self.scope))
-        if facts is None:
-            facts = self.index.scopes[id(self.scope)] = scope_facts(self.scope)
+        facts = self.index.scopes[id(self.scope)]
         self.params = facts.params
         self.loop_vars = facts.loop_vars
         self.globals = facts.globals
@@ -674,9 +685,9 @@ class FunctionFlow:
         """Apply one ``with`` item; True when it changed the grad mode."""
         expr = item.context_expr
         found = grad_mode_call(self.aliases, expr)
-        spelled = f"`{snippet(expr)}`"
         line = expr.lineno
         if found is not None and found[1] is not None:
+            spelled = f"`{snippet(expr)}`"
             member, call = found
             new: frozenset[Fact] | None
             if member in ("no_grad", "inference_mode"):
@@ -705,6 +716,7 @@ class FunctionFlow:
                 self.allowed.update(self._allow_codes(expr))
                 return False
             if qualified == "gradguard.evaluating":
+                spelled = f"`{snippet(expr)}`"
                 if frame.grad is None:
                     frame.grad = state.grad
                 state.grad = frozenset({("off", line, spelled, "with")})
@@ -879,10 +891,9 @@ class FunctionFlow:
             return None
         last = qualified.rsplit(".", 1)[-1]
         if isinstance(func, ast.Name) and func.id in self.index.local_classes:
-            return "module" if func.id in self.index.sensitive_classes else None
+            return "module" if self.index.is_sensitive(func.id) else None
         if qualified.startswith("torch.nn."):
-            sensitive = self.index.sensitive_classes
-            return "module" if mentions_mode_sensitive(call, sensitive) else None
+            return "module" if mentions_mode_sensitive(call, self.index) else None
         if qualified.startswith("torchvision.models."):
             return "module"
         if qualified.startswith("torch."):
@@ -919,7 +930,8 @@ class FunctionFlow:
         origin: Origin = ("acc", node.lineno, node.col_offset)
         if self.reporter is not None:
             source = min((o for o in taint if o[0] == "fwd"), default=min(taint))
-            described = self.forward_names.get(source, "a forward")
+            forward = self.forward_nodes.get(source)
+            described = f"`{snippet(forward, 40)}`" if forward is not None else "a forward"
             message, fix = msg.graph_accumulated(snippet(node), name, described, source[1])
             self.candidate(
                 origin,
@@ -1237,7 +1249,7 @@ class FunctionFlow:
         if all_kind(grad, "off"):
             return _EMPTY
         origin: Origin = ("fwd", node.lineno, node.col_offset)
-        self.forward_names.setdefault(origin, f"`{snippet(node, 40)}`")
+        self.forward_nodes.setdefault(origin, node)
         if self.reporter is not None and facts is not None and all_kind(facts, "eval"):
             mode_fact = first(facts, "eval")
             assert mode_fact is not None

@@ -41,12 +41,31 @@ class ModuleIndex:
     methods: dict[str, dict[str, Function]] = field(default_factory=dict)
     class_of: dict[int, ast.ClassDef] = field(default_factory=dict)
     module_classes: set[str] = field(default_factory=set)
-    sensitive_classes: set[str] = field(default_factory=set)
+    class_defs: dict[str, ast.ClassDef] = field(default_factory=dict)
+    _sensitive: dict[str, bool] = field(default_factory=dict)
     local_classes: set[str] = field(default_factory=set)
     summaries: dict[int, Summary] = field(default_factory=dict)
     call_grads: dict[int, list[frozenset[Fact]]] = field(default_factory=dict)
     #: id(scope) -> its ScopeFacts (typed loosely: the flow module defines the class).
     scopes: dict[int, Any] = field(default_factory=dict)
+
+    def is_sensitive(self, name: str) -> bool:
+        """Whether a module class of this file has a layer whose behaviour eval() changes."""
+        known = self._sensitive.get(name)
+        if known is not None:
+            return known
+        self._sensitive[name] = False  # a cycle of classes settles on "no"
+        cls = self.class_defs.get(name)
+        found = False
+        if cls is not None and name in self.module_classes:
+            bases = [self.aliases.qualify(base) or "" for base in cls.bases]
+            found = any(
+                base.startswith("torchvision.models.")
+                or (base in self.class_defs and self.is_sensitive(base))
+                for base in bases
+            ) or mentions_mode_sensitive(cls, self, name)
+        self._sensitive[name] = found
+        return found
 
     def resolve_call(self, func: ast.expr, within: Function | None) -> Function | None:
         """The function of this module a call reaches: ``helper(...)`` or ``self.method(...)``."""
@@ -76,10 +95,12 @@ def _identifiers(node: ast.AST) -> set[str]:
     return names
 
 
-def mentions_mode_sensitive(node: ast.AST, sensitive_classes: set[str]) -> bool:
+def mentions_mode_sensitive(node: ast.AST, index: ModuleIndex, own: str = "") -> bool:
     """Whether code builds a dropout/BatchNorm layer or reads ``.training`` (so eval() matters)."""
     for name in _identifiers(node):
-        if name in sensitive_classes or _MODE_SENSITIVE.search(name.lower()):
+        if _MODE_SENSITIVE.search(name.lower()):
+            return True
+        if name != own and name in index.class_defs and index.is_sensitive(name):
             return True
     return False
 
@@ -95,6 +116,7 @@ def build_index(tree: ast.Module, aliases: Aliases) -> ModuleIndex:
             classes.append(node)
     for cls in classes:
         index.local_classes.add(cls.name)
+        index.class_defs[cls.name] = cls
         methods = index.methods.setdefault(cls.name, {})
         for item in cls.body:
             if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -110,14 +132,6 @@ def build_index(tree: ast.Module, aliases: Aliases) -> ModuleIndex:
             ):
                 index.module_classes.add(cls.name)
                 changed = True
-            if cls.name in index.module_classes and cls.name not in index.sensitive_classes:
-                inherited = any(
-                    base in index.sensitive_classes or base.startswith("torchvision.models.")
-                    for base in bases
-                )
-                if inherited or mentions_mode_sensitive(cls, index.sensitive_classes):
-                    index.sensitive_classes.add(cls.name)
-                    changed = True
     # Inherited methods: self.helper() in a subclass reaches the base class's helper.
     for cls in classes:
         for base in cls.bases:
