@@ -349,7 +349,7 @@ class FunctionFlow:
         return self.scope.body
 
     def _prepare(self) -> None:
-        facts = self.index.scopes[id(self.scope)]
+        facts: ScopeFacts = self.index.scopes[id(self.scope)]
         self.params = facts.params
         self.loop_vars = facts.loop_vars
         self.globals = facts.globals
