@@ -146,6 +146,21 @@ def fit(model, optimizer, loader, val_loader, criterion):
         with torch.no_grad():
             print(sum(criterion(model(x), y).item() for x, y in val_loader))
 """,
+        # no train() at all here: eval() inside the loop, and the model is the one trained
+        """
+import torch
+
+def fit(model, optimizer, criterion, loader, val_loader):
+    for epoch in range(3):
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()  # expect: GG103
+        model.eval()
+        with torch.no_grad():
+            print(sum(criterion(model(x), y).item() for x, y in val_loader))
+""",
         # a helper of the same module that leaves its argument in eval
         """
 import torch

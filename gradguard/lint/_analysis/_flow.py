@@ -170,6 +170,8 @@ class _Candidate:
     message: str
     fix: str
     related: tuple[tuple[int, str], ...]
+    #: reported only if this receiver is shown to be trained in the function (GG103).
+    needs: str | None = None
 
 
 def contains_backward(nodes: list[ast.stmt]) -> bool:
@@ -339,6 +341,8 @@ class FunctionFlow:
         self.grad_off_lines: dict[int, ast.AST] = {}
         self.does_backward = False
         self.forward_nodes: dict[Origin, ast.Call] = {}
+        self.forward_keys: dict[Origin, str] = {}
+        self.pending: list[_Candidate] = []
         self.parameters_of: str | None = None
         self.guards: list[ast.expr] = []
         self._prepare()
@@ -431,6 +435,11 @@ class FunctionFlow:
     def _finish(self) -> None:
         if self.reporter is None:
             return
+        trained_here = {self.forward_keys[o] for o in self.reached if o in self.forward_keys}
+        for found in self.pending:
+            needs = found.needs or ""
+            if any(key == needs or key.startswith(needs + ".") for key in trained_here):
+                self.candidates.setdefault(("pending", found.node.lineno, id(found)), found)
         for origin, candidate in self.candidates.items():
             if origin in self.reached:
                 continue
@@ -476,6 +485,8 @@ class FunctionFlow:
             self.buffers[-1].append((found, origin))
         elif origin is not None:
             self.candidates.setdefault(origin, found)
+        elif found.needs is not None:
+            self.pending.append(found)
         elif self.reporter is not None:
             self.reporter.add(
                 found.code,
@@ -1250,6 +1261,7 @@ class FunctionFlow:
             return _EMPTY
         origin: Origin = ("fwd", node.lineno, node.col_offset)
         self.forward_nodes.setdefault(origin, node)
+        self.forward_keys[origin] = key
         if self.reporter is not None and facts is not None and all_kind(facts, "eval"):
             mode_fact = first(facts, "eval")
             assert mode_fact is not None
@@ -1322,14 +1334,16 @@ class FunctionFlow:
             if fact is None:
                 continue
             owns = linked is not None and (linked == key or linked.startswith(key + "."))
-            if not owns:
-                if someone_trains - {key}:
-                    continue
-                evidence = key in self.trained or any(f[3] == "summary" for f in facts)
-                if not evidence:
-                    continue
+            if not owns and someone_trains - {key}:
+                continue
             message, fix = msg.step_in_eval(snippet(node), key, fact)
-            self.report("GG103", node, message, fix, [(fact[1], f"{fact[2]} here")])
+            related = ((fact[1], f"{fact[2]} here"),)
+            if owns or key in self.trained or any(f[3] == "summary" for f in facts):
+                self.report("GG103", node, message, fix, list(related))
+            elif self.reporter is not None and "GG103" not in self.allowed:
+                # Is it the model being trained, or a teacher? Its forward reaching a backward
+                # in this function (seen only at the end) says it is trained here.
+                self._emit(_Candidate("GG103", node, message, fix, related, needs=key), None)
             return
 
 
