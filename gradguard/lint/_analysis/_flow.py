@@ -439,7 +439,7 @@ class FunctionFlow:
         for found in self.pending:
             needs = found.needs or ""
             if any(key == needs or key.startswith(needs + ".") for key in trained_here):
-                self.candidates.setdefault(("pending", found.node.lineno, id(found)), found)
+                self.candidates.setdefault(("pending", id(found), 0), found)
         for origin, candidate in self.candidates.items():
             if origin in self.reached:
                 continue
