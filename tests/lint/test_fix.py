@@ -1,0 +1,538 @@
+"""``--fix`` rewrites: the exact text before and after for every fix, idempotent, comments kept."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gradguard.lint._analysis import analyze
+from tests.lint.fix_helpers import comments, fix_paths, fix_text
+
+
+@dataclass(frozen=True)
+class Case:
+    """One fix: the code it removes, the text before, and the exact text after."""
+
+    id: str
+    code: str
+    before: str
+    after: str
+    unsafe: bool = False
+
+
+def _case(id: str, code: str, before: str, after: str, *, unsafe: bool = False) -> Case:
+    return Case(id, code, textwrap.dedent(before), textwrap.dedent(after), unsafe)
+
+
+CASES = [
+    _case(
+        "GG110-no-grad",
+        "GG110",
+        '''\
+        """Evaluate."""
+        import os
+
+        import torch
+
+
+        def evaluate(model, loader):
+            # switch to eval
+            model.eval()
+            total = 0
+            with torch.no_grad():  # no graphs
+                for x in loader:
+                    total += model(x).sum().item()
+            model.train()  # back to training
+            return total, os.getpid()
+        ''',
+        '''\
+        """Evaluate."""
+        import os
+
+        import gradguard
+        import torch
+
+
+        def evaluate(model, loader):
+            # switch to eval
+            total = 0
+            with gradguard.evaluating(model):  # no graphs
+                for x in loader:
+                    total += model(x).sum().item()
+            # back to training
+            return total, os.getpid()
+        ''',
+    ),
+    _case(
+        "GG110-inference-mode-from-import",
+        "GG110",
+        """\
+        import torch
+        from gradguard import frozen
+
+
+        def predict(self, batch):
+            self.net.eval()
+            with torch.inference_mode():
+                out = self.net(batch)
+            self.net.train(True)
+            return out
+        """,
+        """\
+        import torch
+        from gradguard import evaluating, frozen
+
+
+        def predict(self, batch):
+            with evaluating(self.net, mode="inference"):
+                out = self.net(batch)
+            return out
+        """,
+    ),
+    _case(
+        "GG110-import-alias",
+        "GG110",
+        """\
+        import gradguard as gg
+        import torch
+
+
+        def validate(model, x):
+            model.eval()
+
+            with torch.no_grad():
+                y = model(x)
+            model.train()
+            return y
+        """,
+        """\
+        import gradguard as gg
+        import torch
+
+
+        def validate(model, x):
+
+            with gg.evaluating(model):
+                y = model(x)
+            return y
+        """,
+    ),
+    _case(
+        "GG108-no-grad",
+        "GG108",
+        """\
+        import torch
+
+
+        @torch.no_grad()  # serving
+        async def predict(model, x):
+            return model(x)
+        """,
+        """\
+        import gradguard
+        import torch
+
+
+        @gradguard.inference_fn(models=[])  # serving
+        async def predict(model, x):
+            return model(x)
+        """,
+    ),
+    _case(
+        "GG108-inference-mode-from-import",
+        "GG108",
+        """\
+        import torch
+        from gradguard import evaluating
+
+
+        class Server:
+            @torch.inference_mode()
+            async def handle(self, x):
+                return self.model(x)
+        """,
+        """\
+        import torch
+        from gradguard import evaluating, inference_fn
+
+
+        class Server:
+            @inference_fn(models=[], mode="inference")
+            async def handle(self, x):
+                return self.model(x)
+        """,
+    ),
+    _case(
+        "GG106-item",
+        "GG106",
+        """\
+        def train(model, loader, criterion, optimizer):
+            total = 0.0
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+                total += loss  # running sum
+            print(f"mean loss {total / len(loader):.4f}")
+        """,
+        """\
+        def train(model, loader, criterion, optimizer):
+            total = 0.0
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+                total += loss.item()  # running sum
+            print(f"mean loss {total / len(loader):.4f}")
+        """,
+    ),
+    _case(
+        "GG106-detach-when-used-as-tensor",
+        "GG106",
+        """\
+        import torch
+
+
+        def train(model, loader, criterion, optimizer):
+            total = 0
+            losses = []
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+                total += loss + 0.1 * loss  # regularised
+                losses.append(loss)
+            return total.item(), torch.stack(losses).mean().item()
+        """,
+        """\
+        import torch
+
+
+        def train(model, loader, criterion, optimizer):
+            total = 0
+            losses = []
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+                total += (loss + 0.1 * loss).detach()  # regularised
+                losses.append(loss.detach())
+            return total.item(), torch.stack(losses).mean().item()
+        """,
+    ),
+    _case(
+        "GG102",
+        "GG102",
+        """\
+        import torch
+
+
+        def validate(model, loader, criterion):
+            model.eval()
+            total = 0.0
+            for x, y in loader:
+                # forward only
+                logits = model(x)
+                total += criterion(logits, y).item()
+            return total
+        """,
+        """\
+        import torch
+
+
+        def validate(model, loader, criterion):
+            model.eval()
+            total = 0.0
+            for x, y in loader:
+                # forward only
+                with torch.no_grad():
+                    logits = model(x)
+                total += criterion(logits, y).item()
+            return total
+        """,
+        unsafe=True,
+    ),
+    _case(
+        "GG109",
+        "GG109",
+        """\
+        import torch
+
+
+        def evaluate(model, loader):
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():  # eval
+                outputs = [model(x) for x in loader]
+            model.train(was_training)
+            return outputs
+        """,
+        """\
+        import gradguard
+        import torch
+
+
+        def evaluate(model, loader):
+            with gradguard.evaluating(model):  # eval
+                outputs = [model(x) for x in loader]
+            return outputs
+        """,
+        unsafe=True,
+    ),
+    _case(
+        "GG109-grad-kept",
+        "GG109",
+        """\
+        import gradguard
+
+
+        def saliency(model, x):
+            was_training = model.training
+            model.eval()
+            x.requires_grad_(True)
+            model(x).sum().backward()
+            model.train(mode=was_training)
+            return x.grad
+        """,
+        """\
+        import gradguard
+
+
+        def saliency(model, x):
+            with gradguard.evaluating(model, mode="grad"):
+                x.requires_grad_(True)
+                model(x).sum().backward()
+            return x.grad
+        """,
+        unsafe=True,
+    ),
+    _case(
+        "GG103",
+        "GG103",
+        """\
+        import torch
+
+
+        def fit(model, optimizer, train_loader, val_loader, epochs):
+            model.train()
+            for epoch in range(epochs):
+                # train
+                for x, y in train_loader:
+                    optimizer.zero_grad()
+                    model(x).sum().backward()
+                    optimizer.step()
+                model.eval()
+                with torch.no_grad():
+                    print(epoch, sum(model(x).sum().item() for x, _ in val_loader))
+        """,
+        """\
+        import torch
+
+
+        def fit(model, optimizer, train_loader, val_loader, epochs):
+            model.train()
+            for epoch in range(epochs):
+                model.train()
+                # train
+                for x, y in train_loader:
+                    optimizer.zero_grad()
+                    model(x).sum().backward()
+                    optimizer.step()
+                model.eval()
+                with torch.no_grad():
+                    print(epoch, sum(model(x).sum().item() for x, _ in val_loader))
+        """,
+        unsafe=True,
+    ),
+    _case(
+        "GG104",
+        "GG104",
+        """\
+        import torch
+
+
+        def predict(model, x):
+            model.eval()
+            # inference only
+            torch.set_grad_enabled(False)  # no graphs
+            y = model(x)
+            return y.argmax(1)
+        """,
+        """\
+        import torch
+
+
+        def predict(model, x):
+            model.eval()
+            # inference only
+            with torch.set_grad_enabled(False):  # no graphs
+                y = model(x)
+                return y.argmax(1)
+        """,
+        unsafe=True,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_fix_rewrites_exactly(case: Case, tmp_path: Path) -> None:
+    """The finding is there before; after ``--fix`` the file is exactly the expected text."""
+    assert case.code in {f.code for f in analyze(case.before, "m.py")}
+    fixed, report = fix_text(tmp_path, case.before, unsafe=case.unsafe)
+    assert fixed == case.after
+    assert {fix.codes for fix in report.applied} == {(case.code,)}
+    assert all(fix.safe is not case.unsafe for fix in report.applied)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_fixed_code_compiles_and_lints_clean_for_the_rule(case: Case) -> None:
+    """The rewritten code compiles, and the rule it fixed no longer fires on it."""
+    compile(case.after, "m.py", "exec")
+    assert case.code not in {f.code for f in analyze(case.after, "m.py")}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_fix_is_idempotent(case: Case, tmp_path: Path) -> None:
+    """Fixing the fixed file changes nothing and applies nothing."""
+    once, _ = fix_text(tmp_path, case.before, unsafe=case.unsafe)
+    twice, report = fix_text(tmp_path, once, unsafe=case.unsafe)
+    assert twice == once
+    assert report.applied == []
+    assert report.changed_files == []
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_fix_keeps_every_comment(case: Case) -> None:
+    """No comment is lost or changed by a fix."""
+    assert comments(case.after) == comments(case.before)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.unsafe], ids=lambda c: c.id)
+def test_unsafe_fix_needs_unsafe_fixes(case: Case, tmp_path: Path) -> None:
+    """Without --unsafe-fixes the unsafe rewrite is not made, and the report says one exists."""
+    fixed, report = fix_text(tmp_path, case.before, unsafe=False)
+    assert fixed == case.before
+    assert report.applied == []
+    assert report.unsafe_available >= 1
+    assert case.code in {f.code for f in report.remaining}
+
+
+def test_diff_writes_nothing_and_shows_the_change(tmp_path: Path) -> None:
+    """``diff=True`` leaves the file alone and returns a unified diff of the fix."""
+    case = next(c for c in CASES if c.id == "GG108-no-grad")
+    path = tmp_path / "serve.py"
+    path.write_text(case.before, encoding="utf-8")
+    report = fix_paths([path], diff=True)
+    assert path.read_text(encoding="utf-8") == case.before
+    assert report.written is False
+    assert f"--- {path}\n+++ {path}\n" in report.diff
+    assert "-@torch.no_grad()  # serving\n" in report.diff
+    assert "+@gradguard.inference_fn(models=[])  # serving\n" in report.diff
+    assert "+import gradguard\n" in report.diff
+    assert {f.code for f in report.remaining} == {"GG108"}  # nothing was fixed on disk
+
+
+def test_fix_reports_remaining_findings_after_the_fix(tmp_path: Path) -> None:
+    """What remains is the re-analysed file: the fixed finding is gone, an unfixable one stays."""
+    source = textwrap.dedent(
+        """\
+        import torch
+
+
+        @torch.no_grad()
+        async def predict(model, x):
+            return model(x)
+
+
+        def train(model, opt, loader, log):
+            for x in loader:
+                opt.zero_grad()
+                loss = model(x).sum()
+                if log:
+                    loss.backward()
+                opt.step()
+        """
+    )
+    fixed, report = fix_text(tmp_path, source)
+    assert "@gradguard.inference_fn(models=[])" in fixed
+    assert [f.code for f in report.remaining] == ["GG107"]
+    assert report.remaining[0].line == 16  # the import moved it down by one
+
+
+def test_gg110_left_when_train_does_not_follow(tmp_path: Path) -> None:
+    """Without ``R.train()`` after the block, evaluating would change the mode after it: left."""
+    source = textwrap.dedent(
+        """\
+        import torch
+
+
+        def evaluate(model, x):
+            model.eval()
+            with torch.no_grad():
+                return model(x)
+        """
+    )
+    fixed, report = fix_text(tmp_path, source)
+    assert fixed == source
+    assert [left.finding.code for left in report.left] == ["GG110"]
+    assert "every path" in report.left[0].reason or "early" in report.left[0].reason
+
+
+def test_gg110_left_when_the_block_returns_early(tmp_path: Path) -> None:
+    """A ``return`` inside the block skips ``R.train()``: that path would change, so it is left."""
+    source = textwrap.dedent(
+        """\
+        import torch
+
+
+        def evaluate(model, x, quick):
+            model.eval()
+            with torch.no_grad():
+                if quick:
+                    return model(x)
+                y = model(x) * 2
+            model.train()
+            return y
+        """
+    )
+    fixed, report = fix_text(tmp_path, source)
+    assert fixed == source
+    assert "early" in report.left[0].reason
+
+
+def test_gg106_and_gg102_together_wrap_and_need_no_detach(tmp_path: Path) -> None:
+    """With both fixes, the forward goes under no_grad and the accumulation then needs nothing."""
+    source = textwrap.dedent(
+        """\
+        import torch
+
+
+        def validate(model, loader, criterion):
+            model.eval()
+            total = 0
+            for x, y in loader:
+                logits = model(x)
+                total += criterion(logits, y)
+            return total.item()
+        """
+    )
+    fixed, report = fix_text(tmp_path, source, unsafe=True)
+    assert "with torch.no_grad():\n            logits = model(x)\n" in fixed
+    assert "total += criterion(logits, y)\n" in fixed
+    assert report.remaining == []
+
+
+def test_fix_keeps_crlf_line_endings(tmp_path: Path) -> None:
+    """A file with Windows line endings keeps them."""
+    case = next(c for c in CASES if c.id == "GG106-item")
+    path = tmp_path / "m.py"
+    path.write_bytes(case.before.replace("\n", "\r\n").encode())
+    fix_paths([path])
+    assert path.read_bytes() == case.after.replace("\n", "\r\n").encode()
