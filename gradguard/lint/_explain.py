@@ -40,7 +40,7 @@ def explain(token: str) -> str:
         parts += ["", "Bad:", "", _block(rule.bad_example)]
     if rule.good_example:
         parts += ["", "Good:", "", _block(rule.good_example)]
-    if rule.runtime_twin:
+    if rule.runtime_twin and "Runtime twin" not in rule.doc:
         parts += [
             "",
             f"Runtime twin: {rule.runtime_twin}, what `gradguard run` and `pytest --gradguard` "

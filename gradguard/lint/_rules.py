@@ -490,6 +490,45 @@ def predict(model, x):
         return model(x)
 """,
     ),
+    "GG190": (
+        """## What it does
+With `--warn-unused-ignores`, flags a suppression comment (`# gradguard: ignore[...]`,
+`# noqa: GG1xx`) that silenced no finding of a rule that ran, and a code or name in one that is
+no gradguard rule.
+
+## Why is this bad?
+A suppression outlives the code it was written for: after a fix it hides the next real mistake on
+that line, and a misspelt name never silenced anything.
+
+## Example
+```python
+total += loss.item()  # gradguard: ignore[graph-accumulated]
+```
+
+## Fix
+Remove the comment, or the codes in it that no longer apply.
+
+## Leaves alone
+A bare `# noqa` and other tools' codes (`# noqa: E501`): they may be there for another linter.
+Codes of rules that did not run (not selected) are not judged.
+
+Runtime twin: none.
+""",
+        """def train(model, optimizer, loader):
+    total = 0.0
+    for x, y in loader:
+        loss = model(x, y)
+        total += loss.item()  # gradguard: ignore[graph-accumulated]
+    return total
+""",
+        """def train(model, optimizer, loader):
+    total = 0.0
+    for x, y in loader:
+        loss = model(x, y)
+        total += loss.item()
+    return total
+""",
+    ),
 }
 
 
