@@ -139,6 +139,14 @@ def score_nine(name: str, command: list[str], parse: object) -> None:
     )
 
 
+def _load() -> str:
+    """The 1-minute load average: other work on the machine shows up in wall time."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "unknown"
+
+
 def describe(values: list[float]) -> str:
     return (
         f"median {statistics.median(values) * 1e3:8.1f} ms  "
@@ -186,6 +194,7 @@ def main() -> int:
     cpu: dict[str, list[float]] = {name: [] for name in tools}
     outputs: dict[str, str] = {}
     run_timed(tools["gradguard"])  # warm the file cache and .pyc files for everyone
+    load_before = _load()
     for round_index in range(args.rounds):
         order = list(tools) if round_index % 2 == 0 else list(reversed(tools))
         for name in order:
@@ -193,7 +202,8 @@ def main() -> int:
             wall[name].append(seconds)
             cpu[name].append(cpu_seconds)
             outputs[name] = stdout
-    print(f"\nwall time per run, {args.rounds} rounds, order alternating:")
+    print(f"\nwall time per run, {args.rounds} rounds, order alternating "
+          f"(load average before: {load_before}, after: {_load()}):")
     for name in tools:
         print(f"  {name:<16} {describe(wall[name])}   CPU {describe(cpu[name])}")
     gg = statistics.median(wall["gradguard"])
