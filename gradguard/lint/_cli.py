@@ -2,8 +2,9 @@
 
 ``gradguard lint [PATH ...] [--select ...] [--ignore ...] [--format text|json|sarif|github]
 [--output FILE] [--fail-on error|warning|note|never] [--statistics] [--explain RULE]
-[--warn-unused-ignores] [--baseline FILE | --write-baseline FILE]``. Exit status 0 when nothing
-at or above ``--fail-on`` was found, 1 when something was, 2 for bad usage. Imports no torch.
+[--warn-unused-ignores] [--baseline FILE | --write-baseline FILE] [--fix | --diff]
+[--unsafe-fixes]``. Exit status 0 when nothing at or above ``--fail-on`` was found (after
+``--fix``: what remains), 1 when something was, 2 for bad usage. Imports no torch.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gradguard.lint._config import FAIL_ON, FileConfig, find, load
 from gradguard.lint._errors import LintUsageError
 from gradguard.lint._files import IgnoreList, exclude_list
 from gradguard.lint._select import Selection, resolve, split_list
+
+if TYPE_CHECKING:
+    from gradguard.lint._driver import LintResult
 
 SEVERITY_RANK = {"note": 1, "warning": 2, "error": 3}
 FAIL_RANK = {"note": 1, "warning": 2, "error": 3, "never": 4}
@@ -79,6 +84,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs", "-j", type=_positive, metavar="N",
         help="worker processes (default: one per CPU; 1 lints in one process)",
+    )
+    fixing = parser.add_argument_group(
+        "fixes", "rewrite findings into gradguard's scopes (needs: pip install 'gradguard[fix]')"
+    )
+    fixing.add_argument(
+        "--fix", action="store_true",
+        help="apply the safe fixes (GG106, GG108, GG110) in place, then report what remains",
+    )
+    fixing.add_argument(
+        "--diff", action="store_true",
+        help="print the fixes as a unified diff and write nothing (text format only)",
+    )
+    fixing.add_argument(
+        "--unsafe-fixes", action="store_true",
+        help="with --fix or --diff: also the fixes that change behaviour (GG102, GG103, GG104, "
+        "GG109)",
     )
     config = parser.add_mutually_exclusive_group()
     config.add_argument(
@@ -153,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
 
         _write(explain(args.explain), args.output)
         return 0
+    fixing = _check_fix_arguments(args)
     paths = list(args.paths) or ["."]
     config = _load_config(args, paths)
     select = _selectors(args.select, "--select")
@@ -172,6 +194,18 @@ def run(args: argparse.Namespace) -> int:
     )
     result = lint_paths(paths, options, jobs=args.jobs)
     report_internal_errors(result)
+    if fixing:
+        from gradguard.lint._fix import fix_result
+
+        fixed = fix_result(
+            result, options, unsafe=args.unsafe_fixes, diff=args.diff, baseline=args.baseline
+        )
+        result.findings, result.fingerprints = fixed.remaining, fixed.fingerprints
+        if args.diff:
+            _write(fixed.diff, args.output)
+        sys.stderr.write(fixed.summary())
+        if args.diff:
+            return _status(result, fail_on)
     if args.write_baseline:
         pairs = [(f, result.fingerprints[f]) for f in result.findings]
         count = write(Path(args.write_baseline), pairs)
@@ -189,9 +223,33 @@ def run(args: argparse.Namespace) -> int:
         if args.statistics and args.format != "text" and result.findings:
             print(statistics(result), file=sys.stderr)
         print(summary(result), file=sys.stderr)
+    return _status(result, fail_on)
+
+
+def _status(result: LintResult, fail_on: str) -> int:
     threshold = FAIL_RANK[fail_on]
     failing = any(SEVERITY_RANK[f.severity] >= threshold for f in result.findings)
     return 1 if failing else 0
+
+
+def _check_fix_arguments(args: argparse.Namespace) -> bool:
+    """Whether fixes are asked for; bad combinations are usage errors, found before any work."""
+    fixing = bool(args.fix or args.diff)
+    if args.unsafe_fixes and not fixing:
+        raise LintUsageError("--unsafe-fixes goes with --fix (apply) or --diff (show)")
+    if not fixing:
+        return False
+    if args.diff and args.format != "text":
+        raise LintUsageError(
+            f"--diff prints a unified diff, not --format {args.format}; use --fix to apply "
+            "the fixes and report what remains in that format"
+        )
+    if args.write_baseline:
+        raise LintUsageError("--write-baseline records findings; run it without --fix/--diff")
+    from gradguard.lint._fix import require_libcst
+
+    require_libcst()
+    return True
 
 
 def main(args: argparse.Namespace) -> int:

@@ -89,6 +89,10 @@ def fix_result(
             report.unsafe_available = sum(1 for f in result.findings if f.code in UNSAFE_CODES)
         return report
     require_libcst()
-    from gradguard.lint._fix._engine import fix_result as run
-
+    try:
+        from gradguard.lint._fix._engine import fix_result as run
+    except ImportError as error:
+        if (error.name or "").split(".")[0] != "libcst":
+            raise
+        raise LintUsageError(f"{INSTALL_HINT}; importing it failed: {error}") from None
     return run(result, options, unsafe=unsafe, diff=diff, baseline=baseline, analyze=analyze)
