@@ -25,11 +25,7 @@ def expected(source: str) -> set[tuple[int, str]]:
 
 def found(source: str, *, with_notes: bool) -> set[tuple[int, str]]:
     findings = analyze(source, "snippet.py")
-    return {
-        (f.line, f.code)
-        for f in findings
-        if with_notes or RULES[f.code].enabled_by_default
-    }
+    return {(f.line, f.code) for f in findings if with_notes or RULES[f.code].enabled_by_default}
 
 
 def _cases(table: dict[str, list[str]]) -> list[object]:
