@@ -6,6 +6,7 @@ Only the standard library is used (``ast``); nothing here imports torch.
 from __future__ import annotations
 
 import ast
+import contextlib
 
 from gradguard.lint._analysis._flow import run_flow, walk_module
 from gradguard.lint._analysis._module import Function, build_index
@@ -44,6 +45,24 @@ def analyze(source: str, path: str) -> list[Finding]:
             column=column,
         )
         return reporter.sorted()
+    except RecursionError:
+        reporter.add(
+            "GG100",
+            ast.Pass(),
+            "the file does not parse: it is nested deeper than Python's parser allows",
+            "Split the deeply nested expression; the other rules skip this file until it parses.",
+            line=1,
+            column=0,
+        )
+        return reporter.sorted()
+    # Nested deeper than Python's stack (generated code): what was found so far stands.
+    with contextlib.suppress(RecursionError):
+        _analyze_tree(tree, reporter)
+    return reporter.sorted()
+
+
+def _analyze_tree(tree: ast.Module, reporter: Reporter) -> None:
+    """The syntactic rules, then two flow walks: summaries and call sites, then findings."""
     nodes, facts = walk_module(tree)
     aliases = collect_aliases(nodes)
     check_async_decorators(nodes, aliases, reporter)
@@ -69,4 +88,3 @@ def analyze(source: str, path: str) -> list[Finding]:
             index.call_grads.setdefault(id(target), []).append(grads)
     for scope in scopes:
         run_flow(index, scope, reporter, summaries=True)
-    return reporter.sorted()

@@ -86,8 +86,16 @@ def _pairs_in(stmts: list[ast.stmt], aliases: Aliases, reporter: Reporter) -> No
                         (reporter.related(later.lineno, f"`{snippet(manager)}` here"),),
                     )
                 break
-            if f"{receiver}." in ast.unparse(later):
+            if _mentions(later, receiver):
                 break
+
+
+def _mentions(stmt: ast.stmt, receiver: str) -> bool:
+    """Whether a statement touches ``receiver`` or an attribute of it (a mode change in between)."""
+    return any(
+        isinstance(node, ast.Attribute) and receiver_key(node.value) == receiver
+        for node in ast.walk(stmt)
+    )
 
 
 def _no_grad_item(node: ast.With, aliases: Aliases) -> ast.expr | None:
