@@ -50,6 +50,11 @@ class Edit:
         for index in range(start, max(end, start + 1)):
             self.claims.add(("slot", id(owner), index))
 
+    def claim_lines(self, first: int, last: int) -> None:
+        """Claim source lines this edit rewrites or re-indents: another fix there waits."""
+        for line in range(first, last + 1):
+            self.claims.add(("line", line, 0))
+
     def claim_node(self, node: cst.CSTNode) -> None:
         self.claims.add(("node", id(node), 0))
 

@@ -153,6 +153,7 @@ def _pair(context: Context, finding: Finding) -> Edit | Left:
 
     edit.block(slot.owner, slot.index, slot.index + 1, _remove)
     edit.block(slot.owner, train_index, train_index + 1, _remove)
+    edit.claim_lines(tree.statement_start(slot.statement), tree.end_line(body[train_index]))
     edit.claim_slots(slot.owner, with_index, with_index + 1)
     edit.node(block, swap)
     return edit
@@ -337,7 +338,7 @@ def _accumulation(context: Context, finding: Finding) -> Edit | Left:
     small = statement.body[0]
     edit = Edit([finding], "", safe=True)
     for related in finding.related:
-        edit.claims.add(("line", related.line, 0))
+        edit.claim_lines(related.line, related.line)
     if isinstance(small, cst.AugAssign) and isinstance(small.operator, cst.AddAssign):
         accumulator = dotted(small.target)
         if accumulator is None or _already_plain(small.value):

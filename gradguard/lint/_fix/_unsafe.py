@@ -81,10 +81,9 @@ def _wrap_no_grad(context: Context, group: list[tuple[Slot, Finding]]) -> Edit:
     edit.block(owner, start, end, lambda old: [wrap(item, old)])
     # A graph-accumulation fix fed by these lines waits: without a graph there is nothing to fix.
     for slot, _ in group:
-        for line in range(
-            context.tree.statement_start(slot.statement), context.tree.end_line(slot.statement) + 1
-        ):
-            edit.claims.add(("line", line, 0))
+        edit.claim_lines(
+            context.tree.statement_start(slot.statement), context.tree.end_line(slot.statement)
+        )
     lines = sorted({context.tree.statement_start(slot.statement) for slot, _ in group})
     where = f"line {lines[0]}" if len(lines) == 1 else f"lines {lines[0]}-{lines[-1]}"
     edit.description = (
@@ -177,6 +176,7 @@ def _snapshot(context: Context, finding: Finding) -> Edit | Left:
         edit.block(slot.owner, eval_index + 1, slot.index, lambda old: [wrap(item, old)])
     edit.block(slot.owner, eval_index, eval_index + 1, _remove)
     edit.block(slot.owner, slot.index, slot.index + 1, _remove)
+    edit.claim_lines(tree.statement_start(body[snap]), tree.end_line(slot.statement))
     if not keep_snapshot:
         edit.block(slot.owner, snap, snap + 1, _remove)
     edit.description = (
@@ -346,6 +346,7 @@ def _grad_block(context: Context, finding: Finding) -> Edit | Left:
 
     last = end + 1 if restore is not None else end
     edit.block(slot.owner, slot.index, last, build)
+    edit.claim_lines(tree.statement_start(statement), tree.end_line(body[last - 1]))
     covered = "up to the restore" if restore is not None else "to the end of its block"
     edit.description = (
         f"turned `{tree.code(call)}` into `with {spelled}:` over the code after it ({covered}): "
