@@ -750,6 +750,18 @@ def pgd(model, x):
 """,
     ],
     "GG106": [
+        # a project's own no_grad decorator (found in real code)
+        """
+from utils import smart_inference_mode
+
+@smart_inference_mode()
+def run(model, loader):
+    model.eval()
+    stats = []
+    for x in loader:
+        stats.append(model(x))
+    print(len(stats))
+""",
         # functions named for what they return are not forwards (found in real code)
         """
 from timm import create_model, list_models

@@ -120,6 +120,7 @@ _VERB = re.compile(
     r"(get|create|build|load|make|init|set|list|save|export|prepare|to|from|is|has|apply"
     r"|register|wrap|unwrap|setup|configure|compute|update|reset|freeze|unfreeze|print|log)_"
 )
+_GRAD_DECORATOR = re.compile(r"no_?grad|inference", re.IGNORECASE)
 _OPTIMIZER_WORDS = re.compile(r"opt")
 _NOT_OPTIMIZER_WORDS = re.compile(r"sched|lr|env|adopt|option")
 _CONSTRUCTOR = re.compile(r"^[A-Z][A-Za-z0-9_]*[a-z][A-Za-z0-9_]*$")
@@ -391,6 +392,11 @@ class FunctionFlow:
                 return frozenset({("off", line, spelled, "decorator")})
             if qualified == "gradguard.allow" and isinstance(decorator, ast.Call):
                 self.allowed.update(self._allow_codes(decorator))
+                return None
+            if qualified is not None and _GRAD_DECORATOR.search(qualified.rsplit(".", 1)[-1]):
+                # A project's own wrapper (`@smart_inference_mode()`): gradients are probably
+                # off, but not known to be, so no rule that needs them on or off speaks.
+                return frozenset({("quiet", line, spelled, "decorator")})
             return None
         member, call = found
         if member in ("no_grad", "inference_mode"):
@@ -1257,7 +1263,7 @@ class FunctionFlow:
                 fix,
                 [(mode_fact[1], f"{mode_fact[2]} here"), (grad_fact[1], f"{grad_fact[2]} here")],
             )
-        if all_kind(grad, "off"):
+        if not any(fact[0] in ("on", "unknown") for fact in grad):
             return _EMPTY
         origin: Origin = ("fwd", node.lineno, node.col_offset)
         self.forward_nodes.setdefault(origin, node)
