@@ -264,36 +264,47 @@ def _params(function: Function) -> tuple[str, ...]:
 def walk_module(tree: ast.Module) -> tuple[list[ast.AST], dict[int, ScopeFacts]]:
     """One walk over the whole module: every node, and each scope's own facts.
 
-    A scope's own nodes exclude those of the functions, classes and lambdas inside it.
+    A scope's own nodes exclude those of the functions, classes and lambdas inside it. Load and
+    Store markers are not nodes here (they are a third of a tree and say nothing new).
     """
     nodes: list[ast.AST] = []
     scopes: dict[int, ScopeFacts] = {id(tree): ScopeFacts()}
     stack: list[tuple[ast.AST, ScopeFacts | None]] = [(tree, scopes[id(tree)])]
+    node_type = ast.AST
     while stack:
         node, facts = stack.pop()
         nodes.append(node)
+        kind = type(node)
         inner = facts
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        if kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
+            assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             if facts is not None:
                 facts.nested[node.name] = node
             inner = scopes[id(node)] = ScopeFacts(params=_params(node))
-        elif isinstance(node, (ast.ClassDef, ast.Lambda)):
+        elif kind is ast.ClassDef or kind is ast.Lambda:
             inner = None
-        elif facts is not None:
+        elif facts is not None and kind in _NOTED:
             _note(node, facts)
-        for child in ast.iter_child_nodes(node):
-            stack.append((child, inner))
+        for name in node._fields:
+            if name == "ctx":
+                continue
+            value = getattr(node, name, None)
+            if type(value) is list:
+                for item in value:
+                    if isinstance(item, node_type):
+                        stack.append((item, inner))
+            elif isinstance(value, node_type):
+                stack.append((value, inner))
     return nodes, scopes
 
 
+_NOTED = frozenset(
+    {ast.For, ast.AsyncFor, ast.comprehension, ast.Global, ast.Nonlocal, ast.Name, ast.Call}
+)
+
+
 def _note(node: ast.AST, facts: ScopeFacts) -> None:
-    if isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
-        for name in ast.walk(node.target):
-            if isinstance(name, ast.Name):
-                facts.loop_vars.add(name.id)
-    elif isinstance(node, (ast.Global, ast.Nonlocal)):
-        facts.globals.update(node.names)
-    elif isinstance(node, ast.Name):
+    if isinstance(node, ast.Name):
         if isinstance(node.ctx, ast.Store):
             facts.locals.add(node.id)
     elif isinstance(node, ast.Call):
@@ -306,6 +317,12 @@ def _note(node: ast.AST, facts: ScopeFacts) -> None:
                 key = receiver_key(func.value)
                 if key is not None:
                     facts.trained.add(key)
+    elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+        for name in ast.walk(node.target):
+            if isinstance(name, ast.Name):
+                facts.loop_vars.add(name.id)
+    elif isinstance(node, (ast.Global, ast.Nonlocal)):
+        facts.globals.update(node.names)
 
 
 class FunctionFlow:
@@ -894,10 +911,12 @@ class FunctionFlow:
             return
         if isinstance(core, ast.Call):
             built = self._constructs(core)
+            if built is None:
+                return
             fact: Fact = ("train", node.lineno, f"`{snippet(core)}`", "built")
             if built == "module":
                 state.modes[key] = frozenset({fact})
-            elif built == "maybe":
+            else:
                 state.built[key] = fact
 
     def _constructs(self, call: ast.Call) -> str | None:
