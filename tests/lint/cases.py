@@ -58,6 +58,14 @@ def run(net, device, x):
         b = net(x)  # expect: GG101
     return a, b
 """,
+        # import torch as T; a torch.nn container with dropout built here
+        """
+import torch as T
+
+net = T.nn.Sequential(T.nn.Linear(4, 4), T.nn.Dropout(0.5))
+with T.no_grad():
+    y = net(T.ones(1, 4))  # expect: GG101
+""",
         # attribute receivers
         """
 import torch

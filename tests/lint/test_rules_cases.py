@@ -52,3 +52,15 @@ def test_every_rule_has_invalid_and_valid_snippets() -> None:
     flow_rules = {code for code in RULES if code not in ("GG100", "GG190")}
     assert set(INVALID) == flow_rules
     assert set(VALID) == flow_rules
+
+
+@pytest.mark.parametrize(("code", "source"), _cases(INVALID))
+def test_invalid_finding_names_its_receiver_or_call_and_the_causing_line(
+    code: str, source: str
+) -> None:
+    for finding in analyze(source, "snippet.py"):
+        assert finding.related, finding
+        assert f"line {finding.related[0].line}" in finding.message
+        assert "`" in finding.message
+        assert finding.fix.endswith(".")
+        assert finding.fix.count(". ") == 0, "the fix is one sentence"

@@ -22,7 +22,8 @@ def check_async_decorators(nodes: list[ast.AST], aliases: Aliases, reporter: Rep
             reporter.add(
                 "GG108",
                 node,
-                f"`@{spelled}` on `async def {node.name}` does nothing for its body: torch's "
+                f"`@{spelled}` (line {decorator.lineno}) on `async def {node.name}` does nothing "
+                "for its body: torch's "
                 f"grad-mode decorators do not enter the mode while a {kind} runs",
                 "Use the `with` form inside the body, or `@gradguard.inference_fn`, which holds "
                 "the mode around every step of the coroutine.",
