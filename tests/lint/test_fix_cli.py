@@ -131,3 +131,30 @@ def test_fix_without_libcst_says_how_to_install_it(tmp_path: Path) -> None:
     plain = run_lint("serve.py", cwd=tmp_path, env=env)  # linting itself needs no libcst
     assert plain.returncode == 1
     assert "GG108" in plain.stdout
+
+
+def test_libcst_is_not_loaded_when_nothing_will_be_rewritten(tmp_path: Path) -> None:
+    """A GG110 pair that no fix can apply to (no train() after it) never imports libcst."""
+    fake = write(
+        tmp_path / "trap",
+        "libcst/__init__.py",
+        "raise RuntimeError('libcst was imported')\n",
+    )
+    env = {"PYTHONPATH": str(fake.parent.parent)}
+    source = textwrap.dedent(
+        """\
+        import torch
+
+
+        def evaluate(model, x):
+            model.eval()
+            with torch.no_grad():
+                return model(x)
+        """
+    )
+    path = write(tmp_path, "evaluate.py", source)
+    result = run_lint("--fix", "--select", "ALL", "evaluate.py", cwd=tmp_path, env=env)
+    assert "libcst was imported" not in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "GG110 left as it is: no `model.train()` follows the block" in result.stderr
+    assert path.read_text() == source

@@ -34,11 +34,6 @@ __all__ = [
 SAFE_CODES = ("GG106", "GG108", "GG110")
 UNSAFE_CODES = ("GG102", "GG103", "GG104", "GG109")
 
-INSTALL_HINT = (
-    "--fix and --diff need libcst, which gradguard's 'fix' extra installs: "
-    "pip install 'gradguard[fix]' (or: pip install libcst)"
-)
-
 
 def require_libcst() -> None:
     """Check that libcst can be imported, without importing it.
@@ -51,6 +46,8 @@ def require_libcst() -> None:
     except (ImportError, ValueError):
         found = False
     if not found:
+        from gradguard.lint._fix._engine import INSTALL_HINT
+
         raise LintUsageError(INSTALL_HINT)
 
 
@@ -78,21 +75,9 @@ def fix_result(
         analyze: the analysis of one file (default: gradguard's).
 
     Raises:
-        LintUsageError: libcst is not installed and some file has a fixable finding.
+        LintUsageError: libcst is not installed, or cannot be imported where a file needs it.
     """
-    codes = SAFE_CODES + (UNSAFE_CODES if unsafe else ())
-    if not any(f.code in codes for f in result.findings):
-        report = FixReport(written=not diff)
-        report.remaining = list(result.findings)
-        report.fingerprints = dict(result.fingerprints)
-        if not unsafe:
-            report.unsafe_available = sum(1 for f in result.findings if f.code in UNSAFE_CODES)
-        return report
     require_libcst()
-    try:
-        from gradguard.lint._fix._engine import fix_result as run
-    except ImportError as error:
-        if (error.name or "").split(".")[0] != "libcst":
-            raise
-        raise LintUsageError(f"{INSTALL_HINT}; importing it failed: {error}") from None
+    from gradguard.lint._fix._engine import fix_result as run
+
     return run(result, options, unsafe=unsafe, diff=diff, baseline=baseline, analyze=analyze)

@@ -1,55 +1,44 @@
-"""Fixing files: parse with libcst, rewrite, re-analyse, repeat until nothing more to fix.
+"""Fixing files: rewrite with libcst, re-analyse, repeat until nothing more to fix.
 
-Only files with a fixable finding are read again and parsed with libcst. Each round applies every
-fix that does not overlap another; the file is then analysed again, so a later round works on
-the real result (a fix that made another finding disappear, or one that waited for its turn).
-A rewrite that does not compile is dropped and reported: the file is never written broken.
+Only files with a fixable finding are read again; findings whose fix certainly cannot apply are
+screened out on the ``ast`` first, and libcst is imported and parses a file only when something
+in it will be rewritten. Each round applies every fix that does not overlap another; the file
+is then analysed again, so a later round works on the real result (a fix that made another
+finding disappear, or one that waited for its turn). A rewrite that does not compile is dropped
+and reported: the file is never written broken.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import io
 import tokenize
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import libcst as cst
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from gradguard.lint._baseline import Baseline
 from gradguard.lint._driver import Analyze, LintOptions, LintResult, check_source, default_analyze
+from gradguard.lint._errors import LintUsageError
 from gradguard.lint._finding import Finding
-from gradguard.lint._fix._edits import Edit, apply_edits, constant
-from gradguard.lint._fix._plan import Context, Fixer, Left
 from gradguard.lint._fix._report import Applied, FixReport, LeftAlone
-from gradguard.lint._fix._safe import (
-    fix_accumulations,
-    fix_async_decorators,
-    fix_eval_no_grad_pairs,
-)
-from gradguard.lint._fix._tree import Tree
-from gradguard.lint._fix._unsafe import (
-    fix_eval_forward_with_grad,
-    fix_grad_disabled,
-    fix_step_in_eval,
-    fix_train_restores_snapshot,
-)
+from gradguard.lint._fix._screen import screen
 from gradguard.lint._fix._write import write_atomically
 
-SAFE_FIXERS: dict[str, Fixer] = {
-    "GG110": fix_eval_no_grad_pairs,
-    "GG108": fix_async_decorators,
-    "GG106": fix_accumulations,
-}
-UNSAFE_FIXERS: dict[str, Fixer] = {
-    "GG102": fix_eval_forward_with_grad,
-    "GG109": fix_train_restores_snapshot,
-    "GG103": fix_step_in_eval,
-    "GG104": fix_grad_disabled,
-}
+if TYPE_CHECKING:
+    from gradguard.lint._fix._rewrite import Round
+
+SAFE_CODES = frozenset({"GG106", "GG108", "GG110"})
+UNSAFE_CODES = frozenset({"GG102", "GG103", "GG104", "GG109"})
 # A round fixes every independent finding; only fixes that overlap wait for another round.
 MAX_ROUNDS = 8
+INSTALL_HINT = (
+    "--fix and --diff need libcst, which gradguard's 'fix' extra installs: "
+    "pip install 'gradguard[fix]' (or: pip install libcst)"
+)
 
 Check = Callable[[str, str], list[tuple[Finding, str]]]
 
@@ -75,62 +64,47 @@ def _read(path: str) -> tuple[str, str]:
     return data.decode(encoding), encoding
 
 
-def _choose(edits: list[Edit]) -> list[Edit]:
-    """The edits that claim nothing an earlier one claimed, in the order of their findings."""
-    chosen: list[Edit] = []
-    claimed: set[tuple[str, int, int]] = set()
-    for edit in sorted(edits, key=lambda e: min((f.line, f.column) for f in e.findings)):
-        if edit.claims & claimed:
-            continue
-        claimed |= edit.claims
-        chosen.append(edit)
-    return chosen
+def _libcst_half() -> ModuleType:
+    """The libcst half, imported on first use: a run with nothing to rewrite never loads it."""
+    try:
+        from gradguard.lint._fix import _rewrite
+    except ImportError as error:
+        if (error.name or "").split(".")[0] != "libcst":
+            raise
+        raise LintUsageError(f"{INSTALL_HINT}; importing it failed: {error}") from None
+    return _rewrite
 
 
-def _rewrite(context: Context, edits: list[Edit]) -> str:
-    needed = set().union(*(edit.imports for edit in edits))
-    ops, changes = context.names.import_ops(needed)
-    imports = Edit([], "imports", safe=True, blocks=ops)
-    for node, replacement in changes.items():
-        imports.node(node, constant(replacement))
-    return apply_edits(context.tree.module, [*edits, imports]).code
-
-
-def fix_file(path: str, fixers: dict[str, Fixer], check: Check) -> FileFix:
+def fix_file(path: str, codes: frozenset[str], check: Check) -> FileFix:
     """Fix one file in memory (nothing is written here)."""
     text, encoding = _read(path)
     outcome = FileFix(path, text, text, encoding, findings=check(path, text))
-    lefts: list[Left] = []
+    lefts: list[LeftAlone] = []
     for _ in range(MAX_ROUNDS):
-        fixable = [f for f, _ in outcome.findings if f.code in fixers]
-        lefts = []
-        if not fixable:
+        fixable = [f for f, _ in outcome.findings if f.code in codes]
+        hopeless = screen(outcome.fixed, fixable)
+        lefts = [LeftAlone(f, hopeless[id(f)]) for f in fixable if id(f) in hopeless]
+        feasible = [f for f in fixable if id(f) not in hopeless]
+        if not feasible:
+            break
+        rewrite = _libcst_half()
+        try:
+            done: Round = rewrite.fix_round(outcome.fixed, feasible)
+        except rewrite.ParseError as error:
+            outcome.error = f"{path}: not fixed, libcst cannot parse it: {error}"
+            break
+        lefts.extend(LeftAlone(left.finding, left.reason) for left in done.left)
+        if done.text is None or done.text == outcome.fixed:
             break
         try:
-            context = Context(Tree(outcome.fixed))
-        except cst.ParserSyntaxError as error:
-            outcome.error = f"{path}: not fixed, libcst cannot parse it: {error.message}"
-            break
-        edits: list[Edit] = []
-        for code, fixer in fixers.items():
-            mine = [f for f in fixable if f.code == code]
-            for result in fixer(context, mine) if mine else ():
-                (lefts if isinstance(result, Left) else edits).append(result)  # type: ignore[arg-type]
-        chosen = _choose(edits)
-        if not chosen:
-            break
-        rewritten = _rewrite(context, chosen)
-        try:
-            compile(rewritten, path, "exec", dont_inherit=True, flags=0x400)  # ast.PyCF_ONLY_AST
+            compile(done.text, path, "exec", dont_inherit=True, flags=ast.PyCF_ONLY_AST)
         except SyntaxError as error:
             outcome.error = (
                 f"{path}: not fixed, the rewrite would not compile ({error}); please report it"
             )
             break
-        if rewritten == outcome.fixed:
-            break
-        outcome.fixed = rewritten
-        for edit in chosen:
+        outcome.fixed = done.text
+        for edit in done.edits:
             first = min(edit.findings, key=lambda f: (f.line, f.column))
             outcome.applied.append(
                 Applied(
@@ -143,7 +117,7 @@ def fix_file(path: str, fixers: dict[str, Fixer], check: Check) -> FileFix:
             )
         outcome.findings = check(path, outcome.fixed)
     still = {id(f) for f, _ in outcome.findings}
-    outcome.left = [LeftAlone(x.finding, x.reason) for x in lefts if id(x.finding) in still]
+    outcome.left = [left for left in lefts if id(left.finding) in still]
     return outcome
 
 
@@ -177,7 +151,7 @@ def fix_result(
         baseline: the ``--baseline`` file, whose findings stay unreported after the fix.
         analyze: the analysis of one file (default: gradguard's).
     """
-    fixers = {**SAFE_FIXERS, **(UNSAFE_FIXERS if unsafe else {})}
+    codes = SAFE_CODES | (UNSAFE_CODES if unsafe else frozenset())
     chosen_analyze = analyze or default_analyze()
 
     def check(path: str, text: str) -> list[tuple[Finding, str]]:
@@ -193,11 +167,13 @@ def fix_result(
         by_file.setdefault(finding.file, []).append(finding)
     diffs: list[str] = []
     for path, findings in by_file.items():
-        if not any(f.code in fixers for f in findings):
+        if not any(f.code in codes for f in findings):
             _keep(report, findings, result)
             continue
         try:
-            outcome = fix_file(path, fixers, check)
+            outcome = fix_file(path, codes, check)
+        except LintUsageError:
+            raise
         except Exception as error:  # fail open: the file stays as it is, its findings reported
             report.errors.append(f"{path}: internal error while fixing: {error!r}; please report")
             _keep(report, findings, result)
@@ -227,7 +203,7 @@ def fix_result(
             report.fingerprints[finding] = print_
     report.diff = "".join(diffs)
     if not unsafe:
-        report.unsafe_available = sum(1 for f in report.remaining if f.code in UNSAFE_FIXERS)
+        report.unsafe_available = sum(1 for f in report.remaining if f.code in UNSAFE_CODES)
     return report
 
 
