@@ -394,6 +394,18 @@ def evaluate(model, loader):
 
 VALID: dict[str, list[str]] = {
     "GG101": [
+        # a model handed to a function of another module may come back in eval
+        """
+import torch
+from torch import nn
+from helpers import prepare_for_inference
+
+model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1))
+prepare_for_inference(model)
+model.apply(lambda m: None)
+with torch.no_grad():
+    model(torch.ones(1, 4))
+""",
         # mode unknown here: a teacher
         """
 import torch

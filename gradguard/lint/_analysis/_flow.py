@@ -120,6 +120,32 @@ _VERB = re.compile(
     r"(get|create|build|load|make|init|set|list|save|export|prepare|to|from|is|has|apply"
     r"|register|wrap|unwrap|setup|configure|compute|update|reset|freeze|unfreeze|print|log)_"
 )
+#: Callables that leave a model's mode alone when handed one.
+_MODE_SAFE_CALLS = frozenset(
+    {
+        "print",
+        "len",
+        "isinstance",
+        "id",
+        "type",
+        "str",
+        "repr",
+        "hasattr",
+        "getattr",
+        "sum",
+        "list",
+        "tuple",
+        "zip",
+        "enumerate",
+        "iter",
+        "next",
+        "sorted",
+        "copy.deepcopy",
+        "copy.copy",
+    }
+)
+#: Methods of a model that may change its own or its submodules' modes.
+_CHANGES_MODE = re.compile(r"^apply$|freeze|eval|train|mode")
 _GRAD_DECORATOR = re.compile(r"no_?grad|inference", re.IGNORECASE)
 _OPTIMIZER_WORDS = re.compile(r"opt")
 _NOT_OPTIMIZER_WORDS = re.compile(r"sched|lr|env|adopt|option")
@@ -1095,9 +1121,22 @@ class FunctionFlow:
         key = receiver_key(func) if isinstance(func, ast.Name) else None
         if key is not None and self._module_like(key, state):
             return self.forward(node, key, args, state)
+        if torch_name is None and qualified not in _MODE_SAFE_CALLS:
+            self._forget_arguments(node, state)
         if discarded and args and torch_name is None:
             self._escape(args, state)
         return args
+
+    def _forget_arguments(self, node: ast.Call, state: State) -> None:
+        """A model handed to code this pass cannot see may come back in any mode."""
+        if not state.modes:
+            return
+        for arg in (*node.args, *(kw.value for kw in node.keywords)):
+            key = receiver_key(strip_chain(arg.value if isinstance(arg, ast.Starred) else arg))
+            if key is not None and (
+                key in state.modes or any(k.startswith(key + ".") for k in state.modes)
+            ):
+                self._set_mode_facts(state, key, None)
 
     def _method_call(
         self,
@@ -1163,6 +1202,10 @@ class FunctionFlow:
             return self.forward(node, key, args, state)
         if called_key is not None and self._module_like(called_key, state):
             return self.forward(node, called_key, args | receiver, state)
+        if qualified is None or not qualified.startswith("torch."):
+            self._forget_arguments(node, state)
+            if key is not None and key in state.modes and _CHANGES_MODE.search(attr):
+                self._set_mode_facts(state, key, None)
         if discarded and args:
             self._escape(args, state)
         return receiver | args
