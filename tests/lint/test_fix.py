@@ -536,3 +536,115 @@ def test_fix_keeps_crlf_line_endings(tmp_path: Path) -> None:
     path.write_bytes(case.before.replace("\n", "\r\n").encode())
     fix_paths([path])
     assert path.read_bytes() == case.after.replace("\n", "\r\n").encode()
+
+
+def test_two_pairs_in_one_function_share_one_import(tmp_path: Path) -> None:
+    """Every independent fix lands in one run, and the import is added once."""
+    source = textwrap.dedent(
+        """\
+        import torch
+
+
+        def check(student, teacher, x):
+            student.eval()
+            with torch.no_grad():
+                a = student(x)
+            student.train()
+            teacher.eval()
+            with torch.no_grad():
+                b = teacher(x)
+            teacher.train()
+            return a, b
+        """
+    )
+    fixed, report = fix_text(tmp_path, source)
+    assert fixed == textwrap.dedent(
+        """\
+        import gradguard
+        import torch
+
+
+        def check(student, teacher, x):
+            with gradguard.evaluating(student):
+                a = student(x)
+            with gradguard.evaluating(teacher):
+                b = teacher(x)
+            return a, b
+        """
+    )
+    assert len(report.applied) == 2
+
+
+def test_bare_decorator_and_from_import_spelling(tmp_path: Path) -> None:
+    """``@no_grad`` imported from torch, without parentheses, is fixed too."""
+    source = textwrap.dedent(
+        """\
+        from torch import no_grad
+
+
+        @no_grad
+        async def predict(model, x):
+            return model(x)
+        """
+    )
+    fixed, _ = fix_text(tmp_path, source)
+    assert fixed == textwrap.dedent(
+        """\
+        import gradguard
+        from torch import no_grad
+
+
+        @gradguard.inference_fn(models=[])
+        async def predict(model, x):
+            return model(x)
+        """
+    )
+
+
+def test_suppressed_finding_is_not_fixed(tmp_path: Path) -> None:
+    """A finding silenced by a comment is not reported, so it is not rewritten either."""
+    source = textwrap.dedent(
+        """\
+        import torch
+
+
+        @torch.no_grad()  # noqa: GG108
+        async def predict(model, x):
+            return model(x)
+        """
+    )
+    fixed, report = fix_text(tmp_path, source)
+    assert fixed == source
+    assert report.applied == [] and report.remaining == []
+
+
+def test_fix_writes_through_a_symlink_and_keeps_the_encoding(tmp_path: Path) -> None:
+    """A linked file is rewritten where it lives; a latin-1 file stays latin-1."""
+    case = next(c for c in CASES if c.id == "GG106-item")
+    header = "# -*- coding: latin-1 -*-\n# caf\u00e9\n"
+    real = tmp_path / "real.py"
+    real.write_bytes((header + case.before).encode("latin-1"))
+    link = tmp_path / "link.py"
+    link.symlink_to(real)
+    fix_paths([link])
+    assert link.is_symlink()
+    assert real.read_bytes() == (header + case.after).encode("latin-1")
+
+
+def test_non_ascii_line_positions(tmp_path: Path) -> None:
+    """Columns from ``ast`` are bytes; a line with non-ASCII text before the value still works."""
+    source = textwrap.dedent(
+        """\
+        def train(model, loader, criterion, optimizer):
+            total = 0.0
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+                total += loss  # Verlust \u00fcber alle Schritte
+            print(f"\u00d8 {total / len(loader):.4f}")
+        """
+    )
+    fixed, _ = fix_text(tmp_path, source)
+    assert "total += loss.item()  # Verlust \u00fcber alle Schritte\n" in fixed
