@@ -648,3 +648,22 @@ def test_non_ascii_line_positions(tmp_path: Path) -> None:
     )
     fixed, _ = fix_text(tmp_path, source)
     assert "total += loss.item()  # Verlust \u00fcber alle Schritte\n" in fixed
+
+
+def test_gg103_left_when_eval_comes_first_in_the_same_iteration(tmp_path: Path) -> None:
+    """A train() at the loop's head would run before the eval(): the fix says so and writes nothing."""
+    source = textwrap.dedent(
+        """\
+        def g(model, opt, loader):
+            for x in loader:
+                model.eval()
+                opt.zero_grad()
+                model(x).sum().backward()
+                opt.step()
+        """
+    )
+    fixed, report = fix_text(tmp_path, source, unsafe=True)
+    assert fixed == source
+    assert report.errors == []
+    assert [left.finding.code for left in report.left] == ["GG103"]
+    assert "runs before the step in the same iteration" in report.left[0].reason

@@ -80,6 +80,7 @@ def fix_file(path: str, codes: frozenset[str], check: Check) -> FileFix:
     text, encoding = _read(path)
     outcome = FileFix(path, text, text, encoding, findings=check(path, text))
     lefts: list[LeftAlone] = []
+    done_before: set[tuple[tuple[str, ...], str]] = set()
     for _ in range(MAX_ROUNDS):
         fixable = [f for f, _ in outcome.findings if f.code in codes]
         hopeless = screen(outcome.fixed, fixable)
@@ -103,6 +104,20 @@ def fix_file(path: str, codes: frozenset[str], check: Check) -> FileFix:
                 f"{path}: not fixed, the rewrite would not compile ({error}); please report it"
             )
             break
+        signatures = {
+            (tuple(sorted({f.code for f in edit.findings})), edit.description)
+            for edit in done.edits
+        }
+        if signatures & done_before:
+            # The same rewrite again: an earlier one did not remove its finding. Stop here
+            # rather than repeat it; what was applied so far stands.
+            repeated = sorted(signatures & done_before)[0][1]
+            outcome.error = (
+                f"{path}: a fix did not remove its finding ({repeated}); the file was fixed "
+                "as far as it goes, please report it"
+            )
+            break
+        done_before |= signatures
         outcome.fixed = done.text
         for edit in done.edits:
             first = min(edit.findings, key=lambda f: (f.line, f.column))

@@ -114,4 +114,7 @@ def _restore(bodies: list[list[ast.stmt]], finding: Finding) -> str | None:
     )
     if opened:
         return None
-    return f"no `{receiver}.eval()` opens the code between snapshot and restore"
+    return (
+        f"no `{receiver}.eval()` statement comes before the restore in the same block of "
+        "statements"
+    )

@@ -8,7 +8,7 @@ harmless (a block now runs without gradients, a restore now keeps each submodule
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import libcst as cst
 
@@ -18,6 +18,7 @@ from gradguard.lint._fix._plan import Context, Left, expression
 from gradguard.lint._fix._safe import grad_manager
 from gradguard.lint._fix._tree import (
     Slot,
+    Tree,
     calls_in,
     dotted,
     mentions,
@@ -272,12 +273,34 @@ def _train_at_loop_head(
         return (id(slot.owner), slot.index), receiver, slot.owner, slot.index
     if not isinstance(chosen.body, cst.IndentedBlock):
         return Left(finding, "the loop's body is on the loop's own line")
+    body = chosen.body.body
+    step_child = _child_holding(tree, body, finding.line)
+    cause_child = _child_holding(tree, body, cause) if cause is not None else None
+    if cause_child is not None and step_child is not None and cause_child <= step_child:
+        # The eval() runs before the step in the same iteration: a train() at the head of the
+        # loop would run before the eval(), and fix nothing.
+        return Left(
+            finding,
+            f"`{receiver}.eval()` at line {cause} runs before the step in the same iteration; "
+            f"move it after the training steps, or call `{receiver}.train()` after it",
+        )
+    head = method_call(body[0], "train") if body else None
+    if head is not None and head[0] == receiver:
+        return Left(finding, f"the loop already starts with `{receiver}.train()`")
     root = receiver.split(".", 1)[0]
     for name in names_in(chosen.body):
         parent = tree.parents.get(name)
         if name.value == root and isinstance(parent, cst.AssignTarget):
             return Left(finding, f"`{root}` is assigned inside the loop")
     return (id(chosen.body), 0), receiver, chosen.body, 0
+
+
+def _child_holding(tree: Tree, body: Sequence[cst.BaseStatement], line: int) -> int | None:
+    """The index of the statement of ``body`` whose lines hold ``line``."""
+    for index, statement in enumerate(body):
+        if tree.statement_start(statement) <= line <= tree.end_line(statement):
+            return index
+    return None
 
 
 # ------------------------------------------------------------------------------- GG104
