@@ -314,6 +314,35 @@ CASES = [
         unsafe=True,
     ),
     _case(
+        "GG109-try-finally",
+        "GG109",
+        """\
+        import gradguard
+
+
+        class Probe:
+            def evaluate(self, x):
+                was = self.net.training
+                self.net.eval()
+                try:
+                    out = self.net(x)  # with gradients, for the saliency
+                finally:
+                    self.net.train(was)
+                return out
+        """,
+        """\
+        import gradguard
+
+
+        class Probe:
+            def evaluate(self, x):
+                with gradguard.evaluating(self.net, mode="grad"):
+                    out = self.net(x)  # with gradients, for the saliency
+                return out
+        """,
+        unsafe=True,
+    ),
+    _case(
         "GG103",
         "GG103",
         """\
@@ -651,7 +680,7 @@ def test_non_ascii_line_positions(tmp_path: Path) -> None:
 
 
 def test_gg103_left_when_eval_comes_first_in_the_same_iteration(tmp_path: Path) -> None:
-    """A train() at the loop's head would run before the eval(): the fix says so and writes nothing."""
+    """A train() at the loop's head would run before the eval(): left, with the reason."""
     source = textwrap.dedent(
         """\
         def g(model, opt, loader):

@@ -69,7 +69,9 @@ def screen(source: str, findings: list[Finding]) -> dict[int, str]:
     bodies = list(_bodies(tree))
     left: dict[int, str] = {}
     for finding in wanted:
-        reason = _pair(bodies, finding) if finding.code == "GG110" else _restore(bodies, finding)
+        reason = (
+            _pair(bodies, finding) if finding.code == "GG110" else _restore(tree, bodies, finding)
+        )
         if reason is not None:
             left[id(finding)] = reason
     return left
@@ -103,11 +105,13 @@ def _pair(bodies: list[list[ast.stmt]], finding: Finding) -> str | None:
     )
 
 
-def _restore(bodies: list[list[ast.stmt]], finding: Finding) -> str | None:
+def _restore(tree: ast.AST, bodies: list[list[ast.stmt]], finding: Finding) -> str | None:
     found = _find(bodies, finding.line, "train")
     if found is None:
         return None
     body, index, receiver = found
+    if any(isinstance(node, ast.Try) and node.finalbody is body for node in ast.walk(tree)):
+        return None  # a restore in `finally:`; the libcst pass looks at the code around the try
     opened = any(
         (call := _method_call(statement, "eval")) is not None and call[0] == receiver
         for statement in body[:index]

@@ -118,6 +118,28 @@ def _snapshot_of(statement: cst.BaseStatement, receiver: str) -> str | None:
     return None
 
 
+def _eval_statement(statement: cst.BaseStatement, receiver: str) -> bool:
+    found = method_call(statement, "eval")
+    return found is not None and found[0] == receiver and not found[1].args
+
+
+def _first_mention(
+    statements: Sequence[cst.BaseStatement], receiver: str
+) -> tuple[int, bool] | None:
+    """The index of the first statement mentioning ``receiver``, and whether it is its eval()."""
+    for index, statement in enumerate(statements):
+        if mentions(statement, receiver):
+            return index, _eval_statement(statement, receiver)
+    return None
+
+
+def _finally_of(tree: Tree, slot: Slot) -> cst.Try | None:
+    """The ``try`` whose ``finally:`` block holds ``slot``, if it is one."""
+    finally_ = tree.parents.get(slot.owner)
+    owner = tree.parents.get(finally_) if isinstance(finally_, cst.Finally) else None
+    return owner if isinstance(owner, cst.Try) else None
+
+
 def _snapshot(context: Context, finding: Finding) -> Edit | Left:
     tree = context.tree
     slot = tree.innermost_statement(finding.line)
@@ -129,74 +151,113 @@ def _snapshot(context: Context, finding: Finding) -> Edit | Left:
     if not isinstance(argument, cst.Name):
         return Left(finding, "the restored flag is not a local name")
     flag = argument.value
-    body = slot.owner.body
+    # The restore is either a statement after the code, or the `finally:` of a try around it.
+    guarded = _finally_of(tree, slot)
+    if guarded is not None and (guarded.handlers or guarded.orelse is not None):
+        return Left(finding, "the `try` around the code also has `except` or `else` blocks")
+    outer = tree.slots[guarded] if guarded is not None else slot
+    body = outer.owner.body
     snap = next(
-        (i for i in range(slot.index - 1, -1, -1) if _snapshot_of(body[i], receiver) == flag),
+        (i for i in range(outer.index - 1, -1, -1) if _snapshot_of(body[i], receiver) == flag),
         None,
     )
     if snap is None:
         return Left(
             finding, f"`{flag} = {receiver}.training` is not in the same statements as the restore"
         )
-    eval_index: int | None = None
-    for index in range(snap + 1, slot.index):
-        eval_found = method_call(body[index], "eval")
-        if eval_found is not None and eval_found[0] == receiver and not eval_found[1].args:
-            eval_index = index
-            break
-        if mentions(body[index], receiver):
-            break
-    if eval_index is None or eval_index + 1 >= slot.index:
+    mention = _first_mention(body[snap + 1 : outer.index], receiver)
+    eval_inside: int | None = None
+    if mention is not None:
+        if not mention[1]:
+            return Left(finding, f"`{receiver}` is used before its `eval()`")
+        start = snap + 1 + mention[0]
+    elif guarded is not None and isinstance(guarded.body, cst.IndentedBlock):
+        inside = _first_mention(guarded.body.body, receiver)
+        if inside is None or not inside[1]:
+            return Left(finding, f"no `{receiver}.eval()` opens the code in the `try`")
+        start, eval_inside = outer.index, inside[0]
+    else:
         return Left(finding, f"no `{receiver}.eval()` opens the code between snapshot and restore")
-    inner = body[eval_index + 1 : slot.index]
     scope = tree.enclosing_scope(slot.statement)
-    flag_reads = [
-        n for n in names_in(scope) if n.value == flag and n is not argument
-    ]
+    flag_reads = [n for n in names_in(scope) if n.value == flag and n is not argument]
     keep_snapshot = len(flag_reads) > 1  # the snapshot's own target is one of them
     edit = Edit([finding], "", safe=False)
     evaluating = context.gradguard(edit, "evaluating")
     assert isinstance(call.func, cst.Attribute)
     receiver_code = tree.code(call.func.value)
-    single = inner[0] if len(inner) == 1 else None
-    manager = None
-    if isinstance(single, cst.With) and single.asynchronous is None:
-        managers = [grad_manager(item) for item in single.items]
-        manager = managers[0] if len(managers) == 1 else None
-    if manager is not None:
-        mode = ', mode="inference"' if manager == "inference_mode" else ""
-        scope_code = f"{evaluating}({receiver_code}{mode})"
-        new_item = expression(scope_code)
-        block = single
-        assert isinstance(block, cst.With)
-        edit.node(block, _first_item(new_item))
-        edit.claim_slots(slot.owner, eval_index + 1, slot.index)
-    else:
-        scope_code = f'{evaluating}({receiver_code}, mode="grad")'
-        item = expression(scope_code)
-        edit.block(slot.owner, eval_index + 1, slot.index, lambda old: [wrap(item, old)])
-    edit.block(slot.owner, eval_index, eval_index + 1, _remove)
-    edit.block(slot.owner, slot.index, slot.index + 1, _remove)
-    edit.claim_lines(tree.statement_start(body[snap]), tree.end_line(slot.statement))
+    restore_index = slot.index
+
+    def build(old: Statements) -> Statements:
+        carried: list[cst.EmptyLine] = []
+        if guarded is None:
+            carried, inner, tail = comments_of(old[:1]), old[1:-1], comments_of(old[-1:])
+        else:
+            if eval_inside is None:
+                carried, inner = comments_of(old[:1]), old[1:-1]
+            else:
+                inner = []
+            try_node = old[-1]
+            assert isinstance(try_node, cst.Try)
+            assert isinstance(try_node.body, cst.IndentedBlock)
+            assert try_node.finalbody is not None
+            assert isinstance(try_node.finalbody.body, cst.IndentedBlock)
+            protected = list(try_node.body.body)
+            if eval_inside is not None:
+                carried = comments_of(protected[eval_inside : eval_inside + 1])
+                del protected[eval_inside]
+            rest = list(try_node.finalbody.body.body)
+            tail = comments_of(rest[restore_index : restore_index + 1])
+            del rest[restore_index]
+            if rest:
+                kept = try_node.with_changes(
+                    body=try_node.body.with_changes(body=protected),
+                    finalbody=try_node.finalbody.with_changes(
+                        body=try_node.finalbody.body.with_changes(body=rest)
+                    ),
+                )
+                inner = [*inner, kept]
+            else:
+                inner = [*inner, *protected]
+        scope_with = _evaluating_block(evaluating, receiver_code, inner, tail)
+        return [scope_with.with_changes(leading_lines=[*carried, *scope_with.leading_lines])]
+
+    edit.block(outer.owner, start, outer.index + 1, build)
+    edit.claim_lines(tree.statement_start(body[snap]), tree.end_line(body[outer.index]))
     if not keep_snapshot:
-        edit.block(slot.owner, snap, snap + 1, _remove)
+        edit.block(outer.owner, snap, snap + 1, _remove)
     edit.description = (
-        f"replaced `{receiver}.eval()` ... `{tree.code(call)}` by `with {scope_code}:`, which "
-        f"restores each submodule's own flag (`{tree.code(call)}` woke the frozen ones)"
+        f"replaced `{flag} = {receiver}.training`, `{receiver}.eval()` and `{tree.code(call)}` "
+        f"by `with {evaluating}({receiver_code}):` (`mode=\"grad\"` unless the code was one "
+        f"no_grad block), which restores each submodule's own flag where `{tree.code(call)}` "
+        "woke the frozen ones"
     )
     return edit
 
 
+def _evaluating_block(
+    evaluating: str,
+    receiver_code: str,
+    inner: Statements,
+    tail: Sequence[cst.EmptyLine],
+) -> cst.With:
+    """``with evaluating(R):`` over ``inner``; a lone ``with torch.no_grad():`` becomes it."""
+    single = inner[0] if len(inner) == 1 else None
+    if isinstance(single, cst.With) and single.asynchronous is None and len(single.items) == 1:
+        manager = grad_manager(single.items[0])
+        if manager is not None:
+            mode = ', mode="inference"' if manager == "inference_mode" else ""
+            item = expression(f"{evaluating}({receiver_code}{mode})")
+            merged = single.with_changes(items=[single.items[0].with_changes(item=item)])
+            if tail and isinstance(merged.body, cst.IndentedBlock):
+                footer = [*merged.body.footer, *tail]
+                merged = merged.with_changes(body=merged.body.with_changes(footer=footer))
+            return merged
+    item = expression(f'{evaluating}({receiver_code}, mode="grad")')
+    return wrap(item, inner, footer=tail)
+
+
 def _remove(old: Statements) -> Statements:
     return []
-
-
-def _first_item(item: cst.BaseExpression) -> Callable[[cst.CSTNode], cst.CSTNode]:
-    def build(node: cst.CSTNode) -> cst.CSTNode:
-        assert isinstance(node, cst.With)
-        return node.with_changes(items=[node.items[0].with_changes(item=item)])
-
-    return build
 
 
 def _prepend(statement: cst.BaseStatement) -> Callable[[Statements], Statements]:
