@@ -19,6 +19,7 @@ from gradguard.lint._rules import RULES
 from tests.lint.lint_helpers import ASYNC_NO_GRAD, finding, run_lint, write
 
 SCHEMA_PATH = Path(__file__).with_name("sarif-schema-2.1.0.json")
+JSON_SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "lint-report.schema.json"
 
 
 def _result(*findings: Any, files: int = 3) -> LintResult:
@@ -129,6 +130,27 @@ def test_text_colours_only_when_asked() -> None:
     item = finding("GG103")
     assert "\033[" not in format_finding(item)
     assert "\033[31m" in format_finding(item, color=True)
+
+
+def _validate_json_report(document: dict[str, Any]) -> None:
+    schema = json.loads(JSON_SCHEMA_PATH.read_text(encoding="utf-8"))
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(document))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_json_report_follows_the_documented_schema(tmp_path: Path) -> None:
+    """docs/lint-report.schema.json accepts the report of every rule, and rejects a bad one."""
+    cause = Related(file="train.py", line=2, message="`model.eval()` here")
+    items = [finding(code, line=index + 3, related=(cause,)) for index, code in enumerate(RULES)]
+    document = json.loads(reporter("json")(_result(*items), Context(root=tmp_path)))
+    _validate_json_report(document)
+    broken = {"version": 1, "findings": [{**document["findings"][0], "severity": "fatal"}]}
+    with pytest.raises(AssertionError, match="fatal"):
+        _validate_json_report(broken)
+    write(tmp_path, "serve.py", ASYNC_NO_GRAD)
+    write(tmp_path, "broken.py", "def f(:\n")
+    from_cli = run_lint("--format", "json", "--select", "ALL", cwd=tmp_path)
+    _validate_json_report(json.loads(from_cli.stdout))
 
 
 def test_json_positions_are_one_based(tmp_path: Path) -> None:
