@@ -306,7 +306,10 @@ multi-scale loss) or are returned to the caller.
 
 Runtime twin: GG001 `graph-in-inference`.
 """,
-        """def train(model, criterion, optimizer, loader):
+        """import torch
+
+
+def train(model, criterion, optimizer, loader):
     total_loss = 0
     for x, y in loader:
         optimizer.zero_grad()

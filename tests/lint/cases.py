@@ -20,13 +20,15 @@ def evaluate(model, loader):
         for x in loader:
             model(x)  # expect: GG101
 """,
-        # a function decorated with no_grad
+        # a function decorated with no_grad, a checkpoint loaded into a torchvision model
         """
 import torch
+import torchvision
 
 @torch.no_grad()
-def predict(model, x):
-    model.train()
+def predict(x):
+    model = torchvision.models.resnet18()
+    model.load_state_dict(torch.load("weights.pt"))
     return model(x)  # expect: GG101
 """,
         # built here from a module class of this file that has dropout
@@ -292,6 +294,8 @@ def train(model, loader, optimizer, criterion):
 """,
         # a list of loss tensors
         """
+import torch
+
 def train(model, loader, optimizer, criterion):
     losses = []
     for x, y in loader:
@@ -375,7 +379,7 @@ def probe(model, head, x):
     model.eval()
     y = model(x)
     model.train(mode=mode)  # expect: GG109
-    head.train(model.training)  # expect: GG109
+    model.train(model.training)  # expect: GG109
     return y
 """,
     ],
@@ -394,6 +398,22 @@ def evaluate(model, loader):
 
 VALID: dict[str, list[str]] = {
     "GG101": [
+        # train() while gradients are already off is deliberate: BatchNorm recalibration
+        """
+import torch
+
+@torch.no_grad()
+def update_bn(loader, model):
+    model.train()
+    for x in loader:
+        model(x)
+
+def recalibrate(model, loader):
+    with torch.no_grad():
+        model.train()
+        for x in loader:
+            model(x)
+""",
         # a model handed to a function of another module may come back in eval
         """
 import torch
@@ -476,6 +496,14 @@ def step(model, x, training):
 """,
     ],
     "GG102": [
+        # a class's own eval(args) is not nn.Module.eval() (found in real code: sympy)
+        """
+import torch
+
+def check(Commutator, c1):
+    Commutator.eval(c1, c1)
+    assert Commutator(c1, c1) == 0
+""",
         # FGSM: the eval forward's loss reaches backward
         """
 import torch.nn.functional as F
@@ -664,6 +692,18 @@ def train_epoch(student, teacher, optimizer, loader):
 """,
     ],
     "GG104": [
+        # a context manager's __enter__ leaves gradients off for its __exit__ (torch's own)
+        """
+import torch
+
+class NoGrad:
+    def __enter__(self):
+        self.prev = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)
+
+    def __exit__(self, *exc):
+        torch.set_grad_enabled(self.prev)
+""",
         # switched off and back on under the same flag (found in real code)
         """
 import torch
@@ -713,6 +753,15 @@ print(torch.ones(1) * 2)
 """,
     ],
     "GG105": [
+        # a helper whose name mentions backward is not a backward (found in real code)
+        """
+import torch
+
+def compile_graph(fw_module, bw_module):
+    with torch.no_grad():
+        saved = fw_module.run()
+    return _categorize_saved_tensors_for_backward(saved, bw_module)
+""",
         # gradients that already exist keep their graph under no_grad (found in real code)
         """
 import torch
@@ -770,6 +819,17 @@ def pgd(model, x):
 """,
     ],
     "GG106": [
+        # names that only contain a model word, in code without torch (found in real code)
+        """
+def draw(fancy_arrow_factory, random_number_generator, expr):
+    arrows, numbers, factors = [], [], []
+    for i in range(10):
+        arrows.append(fancy_arrow_factory(i))
+        numbers.append(random_number_generator(1, 1000))
+    for item in expr.as_ordered_factors():
+        factors.append(item)
+    return len(arrows) + len(numbers) + len(factors)
+""",
         # a project's own no_grad decorator (found in real code)
         """
 from utils import smart_inference_mode
@@ -870,6 +930,14 @@ def evaluate(model, loader, criterion):
 """,
     ],
     "GG107": [
+        # a loop over optimizers: each step is another optimizer (found in real code: FSDP)
+        """
+def step_all(params):
+    for p in params:
+        for optim in p.optimizers:
+            optim.step()
+        optim.zero_grad(set_to_none=True)
+""",
         # an inner loop that accumulates the backward over micro-batches (found in real code)
         """
 def train(model, optimizer, batches_per_step, loader):
@@ -976,6 +1044,11 @@ async def handled(model, x):
 """,
     ],
     "GG109": [
+        # a child synced to its parent's flag (found in real code: torch's parametrize)
+        """
+def register(module, parametrization):
+    parametrization.train(module.training)
+""",
         # literal arguments; a restore guarded by the flag
         """
 def evaluate(model, x):

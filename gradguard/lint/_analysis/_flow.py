@@ -110,10 +110,41 @@ _NO_GRAPH_TORCH = frozenset(
 )
 _AUTOGRAD_BACKWARD = frozenset({"torch.autograd.backward", "torch.autograd.grad"})
 _CONTAINER_ADD = frozenset({"append", "extend", "insert", "add", "appendleft"})
-_MODEL_WORDS = re.compile(
-    r"model|net|encoder|decoder|generator|discriminator|policy|critic|actor|classifier|backbone"
-    r"|teacher|student|transformer|rnn|lstm|gru|vae|unet|^g$|^d$"
+_MODEL_WORDS = frozenset(
+    {
+        "model",
+        "models",
+        "net",
+        "network",
+        "encoder",
+        "decoder",
+        "generator",
+        "discriminator",
+        "policy",
+        "critic",
+        "actor",
+        "classifier",
+        "backbone",
+        "teacher",
+        "student",
+        "transformer",
+        "rnn",
+        "lstm",
+        "gru",
+        "vae",
+        "unet",
+        "g",
+        "d",
+    }
 )
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+
+
+def _words(name: str) -> list[str]:
+    """``netG`` -> net, g; ``text_encoder`` -> text, encoder."""
+    return [word.lower() for word in _WORD.findall(name)]
+
+
 _NOT_MODEL_WORDS = re.compile(r"loss|criterion|opt|sched|token|metric|data|loader|writer|log")
 #: A callable named for what it does (``get_model``, ``build_net``) returns a module; it is not one.
 _VERB = re.compile(
@@ -499,7 +530,7 @@ class FunctionFlow:
                 candidate.fix,
                 tuple(self.reporter.related(line, text) for line, text in candidate.related),
             )
-        if self.function is None or "GG104" in self.allowed:
+        if self.function is None or "GG104" in self.allowed or self._is_context_manager():
             return
         reported: set[int] = set()
         for state, line in self.exits:
@@ -515,6 +546,16 @@ class FunctionFlow:
                         fix,
                         (self.reporter.related(line, f"`{self.function.name}` leaves here"),),
                     )
+
+    def _is_context_manager(self) -> bool:
+        """``__enter__`` leaves gradients off on purpose: its ``__exit__`` restores them."""
+        if self.function is None:
+            return False
+        owner = self.index.class_of.get(id(self.function))
+        if owner is None:
+            return self.function.name in ("__enter__", "__aenter__")
+        methods = self.index.methods.get(owner.name, {})
+        return any(name in methods for name in ("__exit__", "__aexit__", "exit"))
 
     def report(
         self, code: str, node: ast.AST, message: str, fix: str, related: list[tuple[int, str]]
@@ -827,6 +868,11 @@ class FunctionFlow:
             state.modes[key] = facts
 
     def mode_call(self, node: ast.Call, key: str | None, attr: str, state: State) -> None:
+        arity = len(node.args) + len(node.keywords)
+        if (attr == "eval" and arity) or arity > 1:
+            return  # not nn.Module's eval()/train(mode): a class's own method of that name
+        if key is not None and _CONSTRUCTOR.match(key.split(".", 1)[0]):
+            return  # called on a class, not on a module
         if attr == "train":
             self._check_snapshot(node, key, state)
         if not self._trackable(key):
@@ -840,7 +886,10 @@ class FunctionFlow:
         if mode is None:
             self._set_mode_facts(state, key, None)
             return
-        self._set_mode(state, key, (mode, node.lineno, f"`{snippet(node)}`", "call"))
+        # train() while gradients are already off is deliberate (BatchNorm recalibration,
+        # Monte-Carlo dropout): GG101 is about a training mode left over from before.
+        how = "call-nograd" if all_kind(state.grad, "off") else "call"
+        self._set_mode(state, key, (mode, node.lineno, f"`{snippet(node)}`", how))
 
     def _check_snapshot(self, node: ast.Call, key: str | None, state: State) -> None:
         if (
@@ -858,7 +907,13 @@ class FunctionFlow:
         source: Fact | None = None
         if isinstance(arg, ast.Name) and arg.id in state.snaps:
             source = state.snaps[arg.id]
-        elif isinstance(arg, ast.Attribute) and arg.attr == "training":
+        elif (
+            isinstance(arg, ast.Attribute)
+            and arg.attr == "training"
+            and key is not None
+            and receiver_key(arg.value) == key
+        ):
+            # Only its own flag: `child.train(parent.training)` syncs a child to its parent.
             source = ("snap", node.lineno, f"`{snippet(arg)}`", "")
         if source is None:
             return
@@ -1070,7 +1125,7 @@ class FunctionFlow:
     def _module_like(self, key: str | None, state: State) -> bool:
         if key is None:
             return False
-        if key in state.modes or key in state.built:
+        if key in state.modes:
             return True
         if key == "self":
             owner = self.index.class_of.get(id(self.function)) if self.function else None
@@ -1082,11 +1137,14 @@ class FunctionFlow:
             key in self.aliases.names or key in self.index.functions or key in self.nested
         ):
             return False  # an imported or defined function (create_model): not a module's forward
-        last = last.lower()
-        return (
-            bool(_MODEL_WORDS.search(last))
-            and not _NOT_MODEL_WORDS.search(last)
-            and not _VERB.match(last)
+        if not self.index.uses_torch:
+            return False  # a name alone says "model" only in code that uses torch
+        lower = last.lower()
+        if _NOT_MODEL_WORDS.search(lower) or _VERB.match(lower):
+            return False
+        return any(
+            word in _MODEL_WORDS or (len(word) > 3 and word.endswith("net"))
+            for word in _words(last)
         )
 
     def call(self, node: ast.Call, state: State, *, discarded: bool = False) -> frozenset[Origin]:
@@ -1106,10 +1164,12 @@ class FunctionFlow:
             return self._method_call(node, func, args, state, discarded)
         qualified = self.aliases.qualify(func)
         torch_name = torch_member(qualified)
-        if qualified in _AUTOGRAD_BACKWARD or (
-            isinstance(func, ast.Name) and "backward" in func.id
-        ):
+        if qualified in _AUTOGRAD_BACKWARD:
             self.backward(node, node.args[0] if node.args else None, args, state)
+            return _EMPTY
+        if isinstance(func, ast.Name) and "backward" in func.id:
+            # Some helper named for a backward: it may do one (GG107), not known to (GG105).
+            self.backward(node, None, args, state)
             return _EMPTY
         if isinstance(func, ast.Name) and func.id in _NO_GRAPH_FUNCTIONS:
             return _EMPTY
@@ -1169,7 +1229,7 @@ class FunctionFlow:
             self.backward(node, func.value, receiver | args, state)
             return _EMPTY
         if "backward" in attr:
-            self.backward(node, node.args[0] if node.args else None, args, state)
+            self.backward(node, None, args, state)
             return _EMPTY
         if attr == "zero_grad":
             state.zero = frozenset({("zeroed", node.lineno, f"`{snippet(node)}`", key or "")})
@@ -1310,6 +1370,7 @@ class FunctionFlow:
         if (
             facts is not None
             and all_kind(facts, "train")
+            and not any(fact[3] == "call-nograd" for fact in facts)
             and all_kind(grad, "off")
             and not (self.offblock_backward and self.offblock_backward[-1])
         ):
@@ -1377,8 +1438,8 @@ class FunctionFlow:
             closure = len(node.args) > 1
         elif not self._optimizer(key, state):
             return
-        if optimizer is None:
-            return
+        if optimizer is None or not self._trackable(optimizer):
+            return  # `for opt in optimizers: opt.step()`: a different optimizer each time
         self._check_step_in_eval(node, optimizer, state)
         if not closure:
             # Another optimizer's zero_grad() says nothing about this one; a model's does.

@@ -16,6 +16,23 @@ Fact = tuple[str, int, str, str]
 
 #: Layers whose behaviour eval() changes; a class that mentions none of them does not care.
 _MODE_SENSITIVE = re.compile(r"dropout|batchnorm|batch_norm|instancenorm|syncbatchnorm|training")
+_TORCH_FAMILY = frozenset(
+    {
+        "torch",
+        "torchvision",
+        "torchaudio",
+        "torchtext",
+        "lightning",
+        "pytorch_lightning",
+        "lightning_fabric",
+        "transformers",
+        "accelerate",
+        "timm",
+        "deepspeed",
+        "ignite",
+        "gradguard",
+    }
+)
 _MODULE_BASE = re.compile(r"(^|\.)(Module|LightningModule|Sequential|ModuleList|ModuleDict)$")
 
 
@@ -45,6 +62,8 @@ class ModuleIndex:
     _sensitive: dict[str, bool] = field(default_factory=dict)
     local_classes: set[str] = field(default_factory=set)
     summaries: dict[int, Summary] = field(default_factory=dict)
+    #: whether the module imports torch or a library built on it.
+    uses_torch: bool = False
     call_grads: dict[int, list[frozenset[Fact]]] = field(default_factory=dict)
     #: id(scope) -> its ScopeFacts (typed loosely: the flow module defines the class).
     scopes: dict[int, Any] = field(default_factory=dict)
@@ -108,6 +127,9 @@ def mentions_mode_sensitive(node: ast.AST, index: ModuleIndex, own: str = "") ->
 def build_index(tree: ast.Module, aliases: Aliases) -> ModuleIndex:
     """Index the module's top-level functions, classes and their methods."""
     index = ModuleIndex(aliases)
+    index.uses_torch = any(
+        target.split(".", 1)[0] in _TORCH_FAMILY for target in aliases.names.values()
+    )
     classes: list[ast.ClassDef] = []
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -67,7 +67,8 @@ class FixReport:
         lines.append(head + tail + ".")
         if self.unsafe_available:
             lines.append(
-                f"{self.unsafe_available} more finding(s) have an unsafe fix: review them with "
-                "--diff --unsafe-fixes, apply them with --fix --unsafe-fixes."
+                f"{self.unsafe_available} finding(s) left are of rules with an unsafe fix "
+                "(GG102, GG103, GG104, GG109): review them with --diff --unsafe-fixes, apply them "
+                "with --fix --unsafe-fixes."
             )
         return "\n".join(lines) + "\n"
