@@ -170,6 +170,7 @@ CASES = [
         "GG106",
         """\
         def train(model, loader, criterion, optimizer):
+            model.train()
             total = 0.0
             for x, y in loader:
                 optimizer.zero_grad()
@@ -181,6 +182,7 @@ CASES = [
         """,
         """\
         def train(model, loader, criterion, optimizer):
+            model.train()
             total = 0.0
             for x, y in loader:
                 optimizer.zero_grad()
@@ -199,6 +201,7 @@ CASES = [
 
 
         def train(model, loader, criterion, optimizer):
+            model.train()
             total = 0
             losses = []
             for x, y in loader:
@@ -215,6 +218,7 @@ CASES = [
 
 
         def train(model, loader, criterion, optimizer):
+            model.train()
             total = 0
             losses = []
             for x, y in loader:
@@ -665,6 +669,7 @@ def test_non_ascii_line_positions(tmp_path: Path) -> None:
     source = textwrap.dedent(
         """\
         def train(model, loader, criterion, optimizer):
+            model.train()
             total = 0.0
             for x, y in loader:
                 optimizer.zero_grad()

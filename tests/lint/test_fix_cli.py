@@ -95,7 +95,7 @@ def test_unsafe_fixes_only_with_the_flag(tmp_path: Path) -> None:
     safe = run_lint("--fix", "predict.py", cwd=tmp_path)
     assert path.read_text() == GRAD_OFF
     assert safe.returncode == 1
-    assert "1 more finding(s) have an unsafe fix" in safe.stderr
+    assert "1 finding(s) left are of rules with an unsafe fix" in safe.stderr
     shown = run_lint("--diff", "--unsafe-fixes", "predict.py", cwd=tmp_path)
     assert "+    with torch.set_grad_enabled(False):\n" in shown.stdout
     assert path.read_text() == GRAD_OFF

@@ -175,6 +175,7 @@ GG106_BEFORE = textwrap.dedent(
 
 
     def train(model, batches, optimizer):
+        model.train()
         criterion = torch.nn.CrossEntropyLoss()
         total = 0.0
         for x, y in batches:
