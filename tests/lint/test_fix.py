@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -701,3 +702,15 @@ def test_gg103_left_when_eval_comes_first_in_the_same_iteration(tmp_path: Path) 
     assert report.errors == []
     assert [left.finding.code for left in report.left] == ["GG103"]
     assert "runs before the step in the same iteration" in report.left[0].reason
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to chown")
+def test_fix_keeps_the_owner_of_a_file(tmp_path: Path) -> None:
+    """Fixing another user's file (as root) leaves it owned by that user."""
+    case = next(c for c in CASES if c.id == "GG106-item")
+    path = tmp_path / "m.py"
+    path.write_text(case.before, encoding="utf-8")
+    os.chown(path, 4321, 4322)
+    fix_paths([path])
+    assert path.read_text(encoding="utf-8") == case.after
+    assert (path.stat().st_uid, path.stat().st_gid) == (4321, 4322)
