@@ -714,3 +714,38 @@ def test_fix_keeps_the_owner_of_a_file(tmp_path: Path) -> None:
     fix_paths([path])
     assert path.read_text(encoding="utf-8") == case.after
     assert (path.stat().st_uid, path.stat().st_gid) == (4321, 4322)
+
+
+@pytest.mark.parametrize(
+    ("setup", "added"),
+    [
+        ("criterion = torch.nn.CrossEntropyLoss(reduction='none')", "criterion(model(x), y)"),
+        ("criterion = torch.nn.CrossEntropyLoss()", "loss_per_sample"),
+        ("criterion = torch.nn.CrossEntropyLoss()", "losses"),
+    ],
+)
+def test_gg106_detaches_what_may_not_be_one_number(
+    setup: str, added: str, tmp_path: Path
+) -> None:
+    """``.item()`` needs one element: a per-sample loss is detached instead, never ``.item()``."""
+    source = textwrap.dedent(
+        f"""\
+        import torch
+
+        {setup}
+
+
+        def train(model, loader, optimizer):
+            model.train()
+            total = 0.0
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss_per_sample = losses = criterion(model(x), y)
+                loss_per_sample.sum().backward()
+                optimizer.step()
+                total += {added}
+            print(f"{{total / len(loader)}}")
+        """
+    )
+    fixed, report = fix_text(tmp_path, source)
+    assert f"total += {added}.detach()\n" in fixed, report.summary()

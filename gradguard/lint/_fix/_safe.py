@@ -256,23 +256,50 @@ def fix_accumulations(context: Context, findings: list[Finding]) -> list[Edit | 
     return [_accumulation(context, finding) for finding in findings]
 
 
-def _is_loss(expr: cst.BaseExpression) -> bool:
-    """Whether ``expr`` is a loss, a one-element tensor (``criterion(out, y)``, ``out.loss``)."""
+def _loss_name(name: str) -> bool:
+    """``loss``, ``total_loss``, ``valLoss``: one loss (``losses``, ``loss_per_sample`` are not)."""
+    return name.lower().endswith("loss")
+
+
+def _reduces(call: cst.Call) -> bool:
+    return not any(
+        arg.keyword is not None and arg.keyword.value == "reduction" for arg in call.args
+    )
+
+
+def _is_loss(context: Context, expr: cst.BaseExpression) -> bool:
+    """Whether ``expr`` is a loss, a one-element tensor (``criterion(out, y)``, ``out.loss``).
+
+    A criterion built anywhere in the file with a ``reduction=`` argument may give one loss per
+    sample, so its calls do not count.
+    """
     if isinstance(expr, cst.Name):
-        return "loss" in expr.value.lower()
+        return _loss_name(expr.value)
     if isinstance(expr, cst.Attribute):
-        return "loss" in expr.attr.value.lower()
+        return _loss_name(expr.attr.value)
     if isinstance(expr, cst.BinaryOperation):
-        return _is_loss(expr.left) and _is_loss(expr.right)
+        return _is_loss(context, expr.left) and _is_loss(context, expr.right)
     if isinstance(expr, cst.Call):
-        name = (dotted(expr.func) or "").rsplit(".", 1)[-1].lower()
-        elementwise = any(
-            arg.keyword is not None and arg.keyword.value == "reduction" for arg in expr.args
+        name = (dotted(expr.func) or "").rsplit(".", 1)[-1]
+        lowered = name.lower()
+        named = lowered.endswith(("loss", "criterion", "cross_entropy")) or lowered in (
+            "nll", "loss_fn", "criterion"
         )
-        return not elementwise and any(
-            word in name for word in ("loss", "criterion", "cross_entropy", "nll")
-        )
+        return named and _reduces(expr) and name not in _criteria_with_reduction(context)
     return False
+
+
+def _criteria_with_reduction(context: Context) -> set[str]:
+    """Names assigned anywhere in the file from a call given ``reduction=``."""
+    found: set[str] = set()
+    for node in context.tree.positions:
+        if isinstance(node, cst.Assign) and isinstance(node.value, cst.Call):
+            if _reduces(node.value):
+                continue
+            for target in node.targets:
+                name = dotted(target.target) or ""
+                found.add(name.rsplit(".", 1)[-1])
+    return found
 
 
 def _number_use(context: Context, name: cst.Name) -> bool:
@@ -343,7 +370,7 @@ def _accumulation(context: Context, finding: Finding) -> Edit | Left:
         accumulator = dotted(small.target)
         if accumulator is None or _already_plain(small.value):
             return Left(finding, "the accumulated value is already a plain number or detached")
-        scalar = _is_loss(small.value) and "." not in accumulator
+        scalar = _is_loss(context, small.value) and "." not in accumulator
         method = "item" if scalar and _only_numbers(context, slot, accumulator) else "detach"
         value_code = tree.code(attribute_call(small.value, method))
         edit.node(small, _call_on_value(method))
