@@ -141,6 +141,26 @@ def score(model, x):
 """,
     ],
     "GG103": [
+        # a while loop with an evaluation every 100 steps and no train() after it
+        """
+import torch
+
+def fit(model, optimizer, batches, evaluate_every):
+    model.train()
+    step = 0
+    while True:
+        batch = next(batches, None)
+        if batch is None:
+            break
+        optimizer.zero_grad()
+        model(batch).sum().backward()
+        optimizer.step()  # expect: GG103
+        step += 1
+        if step % evaluate_every == 0:
+            model.eval()
+            with torch.no_grad():
+                model(batch)
+""",
         # model.train() once before the epochs: the second epoch trains in eval
         """
 import torch
@@ -223,6 +243,24 @@ def tune(model, other, x):
 """,
     ],
     "GG104": [
+        # a return from inside a with block and an exception handler
+        """
+import torch
+
+def a(model, x, lock):
+    torch.set_grad_enabled(False)  # expect: GG104
+    with lock:
+        return model(x)
+
+def b(model, x):
+    try:
+        torch.set_grad_enabled(False)  # expect: GG104
+        y = model(x)
+    except RuntimeError:
+        return None
+    torch.set_grad_enabled(True)
+    return y
+""",
         """
 import torch
 
@@ -308,6 +346,18 @@ def train(model, loader, optimizer, criterion):
 """,
     ],
     "GG107": [
+        # a step after an exception handler that skipped the backward
+        """
+def train(model, optimizer, batches):
+    for batch in batches:
+        optimizer.zero_grad()
+        try:
+            loss = model(batch).sum()
+            loss.backward()
+        except ValueError:
+            print("skipped a bad batch")
+        optimizer.step()  # expect: GG107
+""",
         """
 def train(model, loader, optimizer, criterion):
     for x, y in loader:
@@ -594,6 +644,20 @@ def fit(model, optimizer, loader, val_loader, criterion):
 """,
     ],
     "GG103": [
+        # evaluation inside gradguard.evaluating: the mode is restored, training goes on
+        """
+import gradguard
+
+def fit(model, optimizer, loader, val_batch):
+    model.train()
+    for epoch in range(3):
+        for x in loader:
+            optimizer.zero_grad()
+            model(x).sum().backward()
+            optimizer.step()
+        with gradguard.evaluating(model):
+            model(val_batch)
+""",
         # a sub-receiver while the parent is tracked in train (frozen BatchNorm)
         """
 def finetune(model, optimizer, loader):
