@@ -140,7 +140,13 @@ def find(paths: Sequence[str]) -> Path | None:
     start = Path(os.path.commonpath([str(d) for d in directories]))
     for directory in (start, *start.parents):
         candidate = directory / "pyproject.toml"
-        if candidate.is_file() and _table(_load_toml(candidate)) is not None:
+        try:
+            text = candidate.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        # Parse only a file that can hold the table: cheaper, and on Python 3.10 without tomli
+        # another tool's pyproject.toml is no reason to fail.
+        if "gradguard" in text and _table(_load_toml(candidate)) is not None:
             return candidate
     return None
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from tests.lint.lint_helpers import (
     ASYNC_NO_GRAD,
@@ -13,6 +16,7 @@ from tests.lint.lint_helpers import (
     CLEAN,
     EVAL_NO_GRAD_PAIR,
     EVAL_NO_GRAD_PAIR_LINE,
+    REPO,
     run_lint,
     write,
 )
@@ -407,3 +411,50 @@ def test_lint_imports_no_torch(tmp_path: Path) -> None:
         assert result.returncode in (0, 1), (args, result.stderr)
         if not args:
             assert "GG108" in result.stdout
+
+
+def _interpreter(version: str) -> str | None:
+    """A python of that version that really runs (a pyenv shim may only say it is not active)."""
+    import glob
+    import shutil
+    import subprocess
+
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python")))
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info[:2])"],
+            capture_output=True, text=True, check=False, timeout=60,
+        )
+        wanted = str(tuple(int(part) for part in version.split(".")))
+        if probe.returncode == 0 and probe.stdout.strip() == wanted:
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize("version", ["3.10", "3.12", "3.13"])
+def test_lint_runs_on_other_pythons_that_have_no_torch_at_all(tmp_path: Path, version: str) -> None:
+    """On an interpreter without torch installed, gradguard lint lints (Python 3.10 included)."""
+    import subprocess
+
+    import typing_extensions
+
+    python = _interpreter(version)
+    if python is None:
+        pytest.skip(f"no working python{version} on this machine")
+    probe = subprocess.run(
+        [python, "-c", "import torch"], capture_output=True, text=True, check=False, timeout=60
+    )
+    if probe.returncode == 0:
+        pytest.skip(f"python{version} has torch installed")
+    write(tmp_path, "serve.py", ASYNC_NO_GRAD)
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(Path(typing_extensions.__file__).parent)])}
+    result = subprocess.run(
+        [python, "-m", "gradguard", "lint", "--no-config", "-j", "2", "."],
+        cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True, check=False,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"serve.py:{ASYNC_NO_GRAD_DEF_LINE}:1: GG108" in result.stdout

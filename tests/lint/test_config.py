@@ -27,6 +27,14 @@ def test_found_from_the_paths_upwards_skipping_pyprojects_without_the_table(
     assert find([str(tmp_path / "sub" / "pkg")]) == top
 
 
+def test_other_tools_pyproject_is_not_parsed(tmp_path: Path) -> None:
+    """A pyproject.toml that never mentions gradguard is passed over, even when it is not TOML."""
+    top = _pyproject(tmp_path, "[tool.gradguard.lint]\nfail-on = 'error'\n")
+    write(tmp_path, "sub/pyproject.toml", "[tool.black\n")
+    write(tmp_path, "sub/a.py", "")
+    assert find([str(tmp_path / "sub" / "a.py")]) == top
+
+
 def test_no_configuration_anywhere(tmp_path: Path) -> None:
     """Without any table above the paths: None (defaults apply)."""
     write(tmp_path, "a.py", "")
