@@ -749,3 +749,17 @@ def test_gg106_detaches_what_may_not_be_one_number(
     )
     fixed, report = fix_text(tmp_path, source)
     assert f"total += {added}.detach()\n" in fixed, report.summary()
+
+
+def test_tab_indented_file_stays_tab_indented(tmp_path: Path) -> None:
+    """A new block is indented the way the file is (tabs here)."""
+    source = (
+        "import torch\n\n\ndef predict(model, x):\n\tmodel.eval()\n"
+        "\ttorch.set_grad_enabled(False)\n\tif x is None:\n\t\treturn None\n\treturn model(x)\n"
+    )
+    fixed, _ = fix_text(tmp_path, source, unsafe=True)
+    assert fixed == (
+        "import torch\n\n\ndef predict(model, x):\n\tmodel.eval()\n"
+        "\twith torch.set_grad_enabled(False):\n\t\tif x is None:\n\t\t\treturn None\n"
+        "\t\treturn model(x)\n"
+    )

@@ -158,3 +158,20 @@ def test_libcst_is_not_loaded_when_nothing_will_be_rewritten(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert "GG110 left as it is: no `model.train()` follows the block" in result.stderr
     assert path.read_text() == source
+
+
+def test_help_lists_the_fix_options(tmp_path: Path) -> None:
+    """``gradguard lint --help`` documents --fix, --diff, --unsafe-fixes and the extra."""
+    result = run_lint("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for option in ("--fix", "--diff", "--unsafe-fixes", "gradguard[fix]"):
+        assert option in result.stdout
+
+
+def test_diff_with_a_machine_format_is_bad_usage(tmp_path: Path) -> None:
+    """--diff prints a diff; asking for JSON at the same time is refused before any work."""
+    path = write(tmp_path, "serve.py", ASYNC_NO_GRAD)
+    result = run_lint("--diff", "--format", "json", "serve.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--diff prints a unified diff, not --format json" in result.stderr
+    assert path.read_text() == ASYNC_NO_GRAD
