@@ -29,10 +29,11 @@ from gradguard.lint._fix._tree import (
 
 
 def _has_backward(node: cst.CSTNode) -> bool:
+    """Whether ``node`` calls a backward (``loss.backward()``, ``torch.autograd.grad``)."""
     for call in calls_in(node):
-        name = dotted(call.func) if not isinstance(call.func, cst.Attribute) else None
-        attr = call.func.attr.value if isinstance(call.func, cst.Attribute) else name
-        if attr in ("backward", "grad", "manual_backward"):
+        func = call.func
+        last = func.attr.value if isinstance(func, cst.Attribute) else dotted(func)
+        if last in ("backward", "grad", "manual_backward"):
             return True
     return False
 
