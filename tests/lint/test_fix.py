@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from gradguard.lint._analysis import analyze
-from tests.lint.fix_helpers import comments, fix_paths, fix_text
+from gradguard.lint._driver import lint_paths
+from gradguard.lint._fix import fix_result
+from tests.lint.fix_helpers import comments, fix_paths, fix_text, options
 
 
 @dataclass(frozen=True)
@@ -763,3 +765,17 @@ def test_tab_indented_file_stays_tab_indented(tmp_path: Path) -> None:
         "\twith torch.set_grad_enabled(False):\n\t\tif x is None:\n\t\t\treturn None\n"
         "\t\treturn model(x)\n"
     )
+
+
+def test_file_gone_before_the_fix_is_reported_and_kept(tmp_path: Path) -> None:
+    """A file removed between the lint and the fix: its findings stay, the error names it."""
+    case = next(c for c in CASES if c.id == "GG108-no-grad")
+    path = tmp_path / "serve.py"
+    path.write_text(case.before, encoding="utf-8")
+    chosen = options()
+    result = lint_paths([str(path)], chosen, jobs=1)
+    path.unlink()
+    report = fix_result(result, chosen)
+    assert [f.code for f in report.remaining] == ["GG108"]
+    assert len(report.errors) == 1 and "cannot read it again" in report.errors[0]
+    assert str(path) in report.errors[0]

@@ -189,6 +189,10 @@ def fix_result(
             outcome = fix_file(path, codes, check)
         except LintUsageError:
             raise
+        except (OSError, UnicodeDecodeError, SyntaxError) as error:
+            report.errors.append(f"{path}: not fixed, cannot read it again: {error}")
+            _keep(report, findings, result)
+            continue
         except Exception as error:  # fail open: the file stays as it is, its findings reported
             report.errors.append(f"{path}: internal error while fixing: {error!r}; please report")
             _keep(report, findings, result)
