@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from gradguard.lint._analysis import analyze
 
 
@@ -60,3 +63,15 @@ async def run(model, xs, ys):
         return {k: model(k) for k in f}
 """
     assert analyze(source, "kinds.py") == []
+
+
+def test_the_analysis_runs_where_torch_cannot_be_imported() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        "from gradguard.lint._analysis import analyze\n"
+        "found = analyze('import torch\\n@torch.no_grad()\\nasync def f():\\n    pass\\n', 'x.py')\n"
+        "assert [f.code for f in found] == ['GG108'], found\n"
+        "assert sys.modules['torch'] is None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
