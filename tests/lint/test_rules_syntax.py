@@ -70,7 +70,8 @@ def test_the_analysis_runs_where_torch_cannot_be_imported() -> None:
         "import sys\n"
         "sys.modules['torch'] = None\n"
         "from gradguard.lint._analysis import analyze\n"
-        "found = analyze('import torch\\n@torch.no_grad()\\nasync def f():\\n    pass\\n', 'x.py')\n"
+        "source = 'import torch\\n@torch.no_grad()\\nasync def f():\\n    pass\\n'\n"
+        "found = analyze(source, 'x.py')\n"
         "assert [f.code for f in found] == ['GG108'], found\n"
         "assert sys.modules['torch'] is None\n"
     )
