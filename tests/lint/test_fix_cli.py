@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from tests.lint.lint_helpers import ASYNC_NO_GRAD, run_lint, write
 
@@ -175,3 +180,49 @@ def test_diff_with_a_machine_format_is_bad_usage(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--diff prints a unified diff, not --format json" in result.stderr
     assert path.read_text() == ASYNC_NO_GRAD
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_pre_commit_hook_with_fix_rewrites_and_fails_the_commit_once(tmp_path: Path) -> None:
+    """``args: [--fix]`` on the local hook: pre-commit fails as files changed, then passes."""
+    project = tmp_path / "project"
+    project.mkdir()
+    write(project, "serve.py", ASYNC_NO_GRAD)
+    write(
+        project,
+        ".pre-commit-config.yaml",
+        textwrap.dedent(
+            """\
+            repos:
+              - repo: local
+                hooks:
+                  - id: gradguard-lint
+                    name: gradguard lint
+                    entry: gradguard lint
+                    args: [--fix]
+                    language: system
+                    types_or: [python, pyi]
+            """
+        ),
+    )
+    env = {
+        **os.environ,
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        "PRE_COMMIT_HOME": str(tmp_path / "pc"),
+        "NO_COLOR": "1",
+    }
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv, cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+
+    run("git", "init", "-q")
+    run("git", "add", ".")
+    first = run(sys.executable, "-m", "pre_commit", "run", "--all-files")
+    assert first.returncode == 1
+    assert "files were modified by this hook" in first.stdout
+    assert "@gradguard.inference_fn(models=[])" in (project / "serve.py").read_text()
+    run("git", "add", ".")
+    second = run(sys.executable, "-m", "pre_commit", "run", "--all-files")
+    assert second.returncode == 0, second.stdout
