@@ -226,3 +226,16 @@ def test_pre_commit_hook_with_fix_rewrites_and_fails_the_commit_once(tmp_path: P
     run("git", "add", ".")
     second = run(sys.executable, "-m", "pre_commit", "run", "--all-files")
     assert second.returncode == 0, second.stdout
+
+
+def test_baselined_findings_are_not_fixed(tmp_path: Path) -> None:
+    """A finding the baseline absorbs is not reported, so --fix leaves its code alone."""
+    path = write(tmp_path, "serve.py", ASYNC_NO_GRAD)
+    recorded = run_lint("--write-baseline", "baseline.json", "serve.py", cwd=tmp_path)
+    assert recorded.returncode == 0, recorded.stderr
+    write(tmp_path, "new.py", ASYNC_NO_GRAD)
+    result = run_lint("--fix", "--baseline", "baseline.json", "serve.py", "new.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert path.read_text() == ASYNC_NO_GRAD
+    assert "@gradguard.inference_fn(models=[])" in (tmp_path / "new.py").read_text()
+    assert "new.py:5: GG108 fixed" in result.stderr
