@@ -212,3 +212,34 @@ def test_gg106_fix_same_training_and_a_plain_number(tmp_path: Path) -> None:
     assert total_new == pytest.approx(total_old, rel=1e-6)
     assert flags(new) == flags(old)
     assert found_new == []
+
+
+def test_gg108_fix_on_an_async_generator(tmp_path: Path) -> None:
+    """An async generator's body runs without gradients at every step once fixed."""
+    before = textwrap.dedent(
+        """\
+        import torch
+
+
+        @torch.no_grad()
+        async def stream(model, batches):
+            for x in batches:
+                yield model(x), torch.is_grad_enabled()
+        """
+    )
+    after = fixed(tmp_path, before, "GG108")
+    torch.manual_seed(0)
+    model = Net().eval()
+    batches = [torch.randn(4, 8) for _ in range(3)]
+
+    async def collect(source: str, name: str) -> list[tuple[torch.Tensor, bool]]:
+        return [item async for item in load(source, name)["stream"](model, batches)]
+
+    old, _ = watched(lambda: asyncio.run(collect(before, "before")))
+    new, found_new = watched(lambda: asyncio.run(collect(after, "after")))
+    for (out_old, grad_old), (out_new, grad_new) in zip(old, new):
+        assert torch.equal(out_old, out_new)
+        assert grad_old is True and grad_new is False
+        assert not out_new.requires_grad
+    assert found_new == []
+    assert torch.is_grad_enabled()
