@@ -243,3 +243,47 @@ def test_gg108_fix_on_an_async_generator(tmp_path: Path) -> None:
         assert not out_new.requires_grad
     assert found_new == []
     assert torch.is_grad_enabled()
+
+
+GG106_DETACH_BEFORE = textwrap.dedent(
+    """\
+    import torch
+
+
+    def train(model, batches, optimizer):
+        model.train()
+        criterion = torch.nn.CrossEntropyLoss()
+        total = 0
+        losses = []
+        for x, y in batches:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total += loss
+            losses.append(loss)
+        return total.item(), torch.stack(losses).tolist()
+    """
+)
+
+
+def test_gg106_detach_fix_same_values_bit_for_bit(tmp_path: Path) -> None:
+    """``.detach()`` where the accumulator is used as a tensor: the very same numbers."""
+    after = fixed(tmp_path, GG106_DETACH_BEFORE, "GG106")
+    assert "total += loss.detach()" in after and "losses.append(loss.detach())" in after
+    torch.manual_seed(0)
+    model = Net()
+    batches = [(torch.randn(8, 8), torch.randint(0, 3, (8,))) for _ in range(4)]
+    results = []
+    for source, name in ((GG106_DETACH_BEFORE, "before"), (after, "after")):
+        torch.manual_seed(1)
+        copy_ = copy.deepcopy(model)
+        optimizer = torch.optim.SGD(copy_.parameters(), lr=0.1)
+        train = load(source, name)["train"]
+        result, found = watched(lambda m=copy_, o=optimizer, t=train: t(m, batches, o))
+        results.append((copy_, result, found))
+    (old, result_old, _), (new, result_new, found_new) = results
+    assert result_new == result_old  # float32 sums in both: equal, not just close
+    for p_old, p_new in zip(old.parameters(), new.parameters()):
+        assert torch.equal(p_old, p_new)
+    assert found_new == []
