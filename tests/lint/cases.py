@@ -883,6 +883,19 @@ def pgd(model, x):
 """,
     ],
     "GG106": [
+        # enumerate's index and a dict's keys are not graphs (found in real code: peft)
+        """
+import torch
+
+def inject(prompt_encoder, prompt_tokens):
+    past_key_values = prompt_encoder(prompt_tokens)
+    layers, names = [], []
+    for layer_idx, value in enumerate(past_key_values):
+        layers.append(layer_idx)
+    for name, value in prompt_encoder(prompt_tokens).items():
+        names.append(name)
+    return len(layers) + len(names)
+""",
         # names that only contain a model word, in code without torch (found in real code)
         """
 def draw(fancy_arrow_factory, random_number_generator, expr):
@@ -994,6 +1007,16 @@ def evaluate(model, loader, criterion):
 """,
     ],
     "GG107": [
+        # per-sample gradients set by hand (found in real code: Opacus)
+        """
+def train(model, optimizer, loader, params, compute_sample_grads):
+    for images, target in loader:
+        per_sample_grads = compute_sample_grads(params, images, target)
+        for p, g in zip(params, per_sample_grads):
+            p.grad_sample = g
+        optimizer.step()
+        optimizer.zero_grad()
+""",
         # a loop over optimizers: each step is another optimizer (found in real code: FSDP)
         """
 def step_all(params):

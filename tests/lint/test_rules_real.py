@@ -34,6 +34,6 @@ def test_every_label_is_a_true_finding_of_an_excerpt() -> None:
 
 def test_each_codebase_keeps_its_licence_and_source() -> None:
     readme = (_REAL / "README.md").read_text()
-    for codebase in ("pytorch-examples", "lightning", "accelerate", "timm"):
+    for codebase in ("pytorch-examples", "lightning", "accelerate", "timm", "litgpt", "opacus"):
         assert (_REAL / codebase / "LICENSE").is_file()
         assert f"`{codebase}/`" in readme

@@ -286,6 +286,11 @@ def _computes(node: ast.expr) -> bool:
     return False
 
 
+def _is_gradient(attribute: str) -> bool:
+    """``.grad``, ``.grad_sample`` (Opacus), ``.main_grad`` (Megatron): gradients set by hand."""
+    return "grad" in attribute and attribute != "requires_grad"
+
+
 def _asks_for_grad(node: ast.AST) -> bool:
     for child in ast.walk(node):
         if isinstance(child, ast.Call):
@@ -719,7 +724,7 @@ class FunctionFlow:
             if isinstance(node, ast.While):
                 self.expr(node.test, state)
             else:
-                self.bind(node.target, iterated, _OTHER, state)
+                self._bind_iteration(node.target, node.iter, iterated, state)
             return self.block(node.body, state)
         finally:
             self.frames.pop()
@@ -945,7 +950,7 @@ class FunctionFlow:
             self.bind(target.value, taint, off, state)
             return
         if isinstance(target, ast.Attribute):
-            if target.attr == "grad":
+            if _is_gradient(target.attr):
                 state.zero = frozenset({("backward", target.lineno, "", "")})
             key = receiver_key(target)
             if key is not None:
@@ -960,9 +965,24 @@ class FunctionFlow:
                 if taint:
                     state.taint[name] = state.taint.get(name, _EMPTY) | taint
             else:
-                if isinstance(target.value, ast.Attribute) and target.value.attr == "grad":
+                if isinstance(target.value, ast.Attribute) and _is_gradient(target.value.attr):
                     state.zero = frozenset({("backward", target.lineno, "", "")})
                 self.reached.update(taint)
+
+    def _bind_iteration(
+        self, target: ast.expr, iterable: ast.expr, taint: frozenset[Origin], state: State
+    ) -> None:
+        """A loop target: ``enumerate``'s index and ``.items()``'s key carry no graph."""
+        if (
+            isinstance(target, ast.Tuple)
+            and len(target.elts) == 2
+            and isinstance(iterable, ast.Call)
+            and _callee_name(iterable.func) in ("enumerate", "items")
+        ):
+            self.bind(target.elts[0], _EMPTY, _OTHER, state)
+            self.bind(target.elts[1], taint, _OTHER, state)
+            return
+        self.bind(target, taint, _OTHER, state)
 
     def assign(
         self, node: ast.stmt, targets: list[ast.expr], value: ast.expr, state: State
@@ -1032,7 +1052,7 @@ class FunctionFlow:
             if mine or taint:
                 state.taint[name] = mine | taint
             return
-        if isinstance(target, ast.Attribute) and target.attr == "grad":
+        if isinstance(target, ast.Attribute) and _is_gradient(target.attr):
             state.zero = frozenset({("backward", node.lineno, "", "")})
         if isinstance(target, ast.Subscript):
             self.expr(target.slice, state)
@@ -1104,7 +1124,7 @@ class FunctionFlow:
         if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
             for generator in node.generators:
                 iterated = self.expr(generator.iter, state)
-                self.bind(generator.target, iterated, _OTHER, state)
+                self._bind_iteration(generator.target, generator.iter, iterated, state)
                 for condition in generator.ifs:
                     self.expr(condition, state)
             if isinstance(node, ast.DictComp):
