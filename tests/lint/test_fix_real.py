@@ -37,10 +37,11 @@ APPLIED = Counter(
         ("real/lightning/tests/tests_pytorch/models/test_cpu.py", ("GG102",)): 2,
         ("real/lightning/tests/tests_pytorch/models/test_cpu.py", ("GG109",)): 1,
         ("real/pytorch-examples/language_translation/main.py", ("GG102",)): 1,
+        ("real/litgpt/litgpt/finetune/adapter.py", ("GG103",)): 1,
     }
 )
 #: Why the other fixable findings were left, by rule.
-LEFT = Counter({"GG110": 10, "GG109": 4})
+LEFT = Counter({"GG110": 11, "GG109": 4})
 
 
 def _copy_tree(tmp_path: Path) -> Path:
