@@ -76,3 +76,17 @@ def test_the_analysis_runs_where_torch_cannot_be_imported() -> None:
         "assert sys.modules['torch'] is None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_try_star_bodies_are_analysed() -> None:
+    source = (
+        "import torch\n"
+        "def f(model, x):\n"
+        "    try:\n"
+        "        torch.set_grad_enabled(False)\n"
+        "        y = model(x)\n"
+        "    except* ValueError:\n"
+        "        return None\n"
+        "    return y\n"
+    )
+    assert [(f.code, f.line) for f in analyze(source, "t.py")] == [("GG104", 4)]

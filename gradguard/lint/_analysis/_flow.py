@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
+from typing import cast
 
 from gradguard.lint._analysis import _messages as msg
 from gradguard.lint._analysis._module import (
@@ -640,8 +641,9 @@ class FunctionFlow:
             return self.loop(node, state)
         if isinstance(node, (ast.With, ast.AsyncWith)):
             return self.with_(node, state)
-        if isinstance(node, ast.Try):
-            return self.try_(node, state)
+        if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+            # `try`/`except*` (3.11) has the same fields as `try`.
+            return self.try_(cast(ast.Try, node), state)
         if isinstance(node, ast.Return):
             if node.value is not None:
                 self.reached.update(self.expr(node.value, state))
