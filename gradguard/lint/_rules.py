@@ -65,9 +65,10 @@ Call `model.eval()` before the block, or use `with gradguard.evaluating(model):`
 mode and no_grad together and restores every flag after.
 
 ## Leaves alone
-Models whose mode is unknown here (a teacher, an EMA copy, a parameter); blocks that contain a
-backward (a deliberate no_grad section inside training code); blocks under
-`gradguard.allow("train-mode-without-grad")` (Monte-Carlo dropout).
+Models whose mode is unknown here (a teacher, an EMA copy, a parameter, a model handed to a
+function of another module); blocks that contain a backward (a deliberate no_grad section inside
+training code); `train()` called while gradients are already off (BatchNorm recalibration such as
+`update_bn`); blocks under `gradguard.allow("train-mode-without-grad")` (Monte-Carlo dropout).
 
 Runtime twin: GG002 `train-mode-without-grad`.
 """,
@@ -112,8 +113,10 @@ Wrap the evaluation in `with torch.no_grad():` (or `torch.inference_mode()`), or
 ## Leaves alone
 Adversarial examples, saliency maps, Grad-CAM (the result reaches a backward or
 `autograd.grad`); bodies of functions decorated with `@torch.no_grad()` or
-`@torch.inference_mode()`, generators included; helpers this module only calls under no_grad;
-results returned to the caller; calls on attributes that are not models (`self.tokenizer(x)`).
+`@torch.inference_mode()`, generators included, or with a project's own decorator named for
+no_grad or inference (`@smart_inference_mode()`); helpers this module only calls under no_grad;
+results returned to the caller, stored on an object or handed to another function; calls on
+attributes that are not models (`self.tokenizer(x)`).
 
 Runtime twin: GG001 `graph-in-inference`.
 """,
@@ -211,7 +214,8 @@ Use the `with` form (`with torch.no_grad():`), or restore the previous mode in a
 ## Leaves alone
 The `with torch.set_grad_enabled(False):` form; a restore in `finally`; a restore on every
 path (to `True` or to a saved `torch.is_grad_enabled()`); a switch and its undo under the same
-`if flag:`; a script's top level (the process ends with it).
+`if flag:`; a context manager's `__enter__` (its `__exit__` restores); a script's top level (the
+process ends with it).
 
 Runtime twin: GG002 `train-mode-without-grad` (the training that follows runs without gradients).
 """,
@@ -354,9 +358,9 @@ optimizer.step()
 Call `loss.backward()` on every path that reaches the step.
 
 ## Leaves alone
-`step(closure)` (the closure does the backward); code that assigns `.grad` itself; another
-optimizer's `zero_grad()`; a step with nothing known since the function's entry; a value handed
-to a function this module cannot see.
+`step(closure)` (the closure does the backward); code that assigns gradients itself (`.grad`,
+Opacus's `.grad_sample`); another optimizer's `zero_grad()`; a loop over optimizers; a step with
+nothing known since the function's entry; a loss handed to a function this module cannot see.
 
 Runtime twin: GG005 `step-without-gradients`.
 """,
@@ -436,8 +440,8 @@ model.train(was_training)
 Use `with gradguard.evaluating(model):`, which restores each submodule's own flag.
 
 ## Leaves alone
-Literal arguments (`train()`, `train(True)`); the body of a module's own `train(self, mode)`
-override.
+Literal arguments (`train()`, `train(True)`); a child synced to another module's flag
+(`child.train(parent.training)`); the body of a module's own `train(self, mode)` override.
 
 Runtime twin: GG006 `scope-state-changed` (the flags a scope restores).
 """,
