@@ -779,3 +779,28 @@ def test_file_gone_before_the_fix_is_reported_and_kept(tmp_path: Path) -> None:
     assert [f.code for f in report.remaining] == ["GG108"]
     assert len(report.errors) == 1 and "cannot read it again" in report.errors[0]
     assert str(path) in report.errors[0]
+
+
+def test_gg108_set_grad_enabled_false_is_no_grad(tmp_path: Path) -> None:
+    """``@torch.set_grad_enabled(False)`` is no_grad spelled as a switch: fixed the same way."""
+    source = textwrap.dedent(
+        """\
+        import gradguard
+        import torch
+
+
+        @torch.set_grad_enabled(False)
+        async def quiet(model, x):
+            return model(x)
+
+
+        @torch.enable_grad()
+        async def attack(model, x):
+            return model(x)
+        """
+    )
+    fixed, report = fix_text(tmp_path, source)
+    assert "@gradguard.inference_fn(models=[])\nasync def quiet" in fixed
+    assert "@torch.enable_grad()\nasync def attack" in fixed
+    assert [left.finding.line for left in report.left] == [11]
+    assert "may turn gradients on" in report.left[0].reason

@@ -188,6 +188,14 @@ def fix_async_decorators(context: Context, findings: list[Finding]) -> list[Edit
     return [_decorator(context, finding) for finding in findings]
 
 
+def _literal_false(call: cst.Call | None) -> bool:
+    """Whether a ``set_grad_enabled(...)`` call is given a literal ``False``."""
+    if call is None or len(call.args) != 1:
+        return False
+    value = call.args[0].value
+    return isinstance(value, cst.Name) and value.value == "False"
+
+
 def _async_def(context: Context, line: int) -> cst.FunctionDef | None:
     for statement in context.tree.slots:
         if (
@@ -214,13 +222,15 @@ def _decorator(context: Context, finding: Finding) -> Edit | Left:
         call = expr if isinstance(expr, cst.Call) else None
         name = dotted(call.func if call is not None else expr)
         last = name.rsplit(".", 1)[-1] if name else ""
-        if last not in ("no_grad", "inference_mode"):
+        if last == "set_grad_enabled" and _literal_false(call):
+            last = "no_grad"  # the same mode, spelled as a switch
+        elif last not in ("no_grad", "inference_mode"):
             return Left(
                 finding,
-                f"`@{tree.code(expr)}` asks for gradients; no gradguard scope enables them (use "
-                "`with torch.enable_grad():` inside the body)",
+                f"`@{tree.code(expr)}` may turn gradients on, which no gradguard scope does (use "
+                "the `with` form inside the body)",
             )
-        if call is not None and call.args:
+        if call is not None and call.args and last != "no_grad":
             return Left(finding, f"`@{tree.code(expr)}` takes arguments")
         inference_fn = context.gradguard(edit, "inference_fn")
         mode = ', mode="inference"' if last == "inference_mode" else ""
