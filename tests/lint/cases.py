@@ -883,6 +883,19 @@ def pgd(model, x):
 """,
     ],
     "GG106": [
+        # an element of an unpacked forward result may be a plain number (found in real code:
+        # torchtune's rollout timing)
+        """
+import torch
+
+def rollout(self, data, frames):
+    time_generate = 0
+    while frames > 0:
+        env_input, generation_time = self.policy(data)
+        time_generate += generation_time
+        frames -= 1
+    return env_input
+""",
         # enumerate's index and a dict's keys are not graphs (found in real code: peft)
         """
 import torch

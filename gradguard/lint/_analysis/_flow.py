@@ -287,6 +287,11 @@ def _computes(node: ast.expr) -> bool:
     return False
 
 
+def _weak(origin: Origin) -> Origin:
+    kind, line, column = origin
+    return origin if kind.startswith("weak") else ("weak" + kind, line, column)
+
+
 def _is_gradient(attribute: str) -> bool:
     """``.grad``, ``.grad_sample`` (Opacus), ``.main_grad`` (Megatron): gradients set by hand."""
     return "grad" in attribute and attribute != "requires_grad"
@@ -646,7 +651,7 @@ class FunctionFlow:
             return self.try_(cast(ast.Try, node), state)
         if isinstance(node, ast.Return):
             if node.value is not None:
-                self.reached.update(self.expr(node.value, state))
+                self._reach(self.expr(node.value, state))
             self.leave("return", state, node.lineno)
             return None
         if isinstance(node, ast.Break):
@@ -945,8 +950,10 @@ class FunctionFlow:
                 state.off[target.id] = off
             return
         if isinstance(target, (ast.Tuple, ast.List)):
+            # `out, seconds = model(x)`: some element carries the graph, not known which.
+            weak = frozenset(_weak(origin) for origin in taint)
             for element in target.elts:
-                self.bind(element, taint, off, state)
+                self.bind(element, weak, off, state)
             return
         if isinstance(target, ast.Starred):
             self.bind(target.value, taint, off, state)
@@ -958,7 +965,7 @@ class FunctionFlow:
             if key is not None:
                 self._kill(key, state)
             # A graph stored on an object escapes this function's view.
-            self.reached.update(taint)
+            self._reach(taint)
             return
         if isinstance(target, ast.Subscript):
             self.expr(target.slice, state)
@@ -969,7 +976,7 @@ class FunctionFlow:
             else:
                 if isinstance(target.value, ast.Attribute) and _is_gradient(target.value.attr):
                     state.zero = frozenset({("backward", target.lineno, "", "")})
-                self.reached.update(taint)
+                self._reach(taint)
 
     def _bind_iteration(
         self, target: ast.expr, iterable: ast.expr, taint: frozenset[Origin], state: State
@@ -1058,7 +1065,7 @@ class FunctionFlow:
             state.zero = frozenset({("backward", node.lineno, "", "")})
         if isinstance(target, ast.Subscript):
             self.expr(target.slice, state)
-        self.reached.update(taint)
+        self._reach(taint)
 
     def _accumulate(
         self, node: ast.stmt | ast.expr, name: str, taint: frozenset[Origin]
@@ -1066,9 +1073,15 @@ class FunctionFlow:
         """GG106: a graph-carrying value added to a local accumulator inside a loop."""
         if not self.in_loop or name in self.params or name in self.globals:
             return _EMPTY
+        if all(kind.startswith("weak") for kind, _, _ in taint):
+            return _EMPTY  # only an element of an unpacked result: maybe the graph, maybe a float
         origin: Origin = ("acc", node.lineno, node.col_offset)
         if self.reporter is not None:
-            source = min((o for o in taint if o[0] == "fwd"), default=min(taint))
+            strong = sorted(
+                (kind[4:] if kind.startswith("weak") else kind, line, column)
+                for kind, line, column in taint
+            )
+            source = min((o for o in strong if o[0] == "fwd"), default=strong[0])
             forward = self.forward_nodes.get(source)
             described = f"`{snippet(forward, 40)}`" if forward is not None else "a forward"
             message, fix = msg.graph_accumulated(snippet(node), name, described, source[1])
@@ -1117,7 +1130,7 @@ class FunctionFlow:
             return _EMPTY
         if isinstance(node, (ast.Yield, ast.YieldFrom)):
             if node.value is not None:
-                self.reached.update(self.expr(node.value, state))
+                self._reach(self.expr(node.value, state))
             return _EMPTY
         if isinstance(node, ast.NamedExpr):
             taint = self.expr(node.value, state)
@@ -1269,7 +1282,7 @@ class FunctionFlow:
         if attr in _CONTAINER_ADD and isinstance(func.value, ast.Name):
             name = func.value.id
             if name in self.params or name in self.globals:
-                self.reached.update(args)
+                self._reach(args)
                 return _EMPTY
             if args and attr in ("append", "appendleft", "insert"):
                 args = args | self._accumulate(node, name, args)
@@ -1292,6 +1305,13 @@ class FunctionFlow:
             self._escape(args, state)
         return receiver | args
 
+    def _reach(self, taint: frozenset[Origin]) -> None:
+        """These graphs may reach a backward (an unpacked element stands for its whole result)."""
+        for kind, line, column in taint:
+            self.reached.add(
+                (kind[4:], line, column) if kind.startswith("weak") else (kind, line, column)
+            )
+
     def _resolve(self, func: ast.expr) -> Function | None:
         if isinstance(func, ast.Name) and func.id in self.nested and self.function is not None:
             return self.nested[func.id]
@@ -1299,7 +1319,7 @@ class FunctionFlow:
 
     def _escape(self, taint: frozenset[Origin], state: State) -> None:
         """A graph handed to code this pass cannot see may reach a backward there."""
-        self.reached.update(taint)
+        self._reach(taint)
         state.zero = state.zero | {("backward", 0, "", "escape")}
 
     def _set_grad_statement(self, node: ast.Call, call: ast.Call | None, state: State) -> None:
@@ -1336,7 +1356,7 @@ class FunctionFlow:
         if summary is None:
             return args
         if summary.does_backward:
-            self.reached.update(args)
+            self._reach(args)
             state.zero = frozenset({("backward", node.lineno, "", "call")})
         bound = self._bind_arguments(node, target, summary)
         spelled = snippet(node)
@@ -1426,7 +1446,7 @@ class FunctionFlow:
     def backward(
         self, node: ast.Call, value: ast.expr | None, taint: frozenset[Origin], state: State
     ) -> None:
-        self.reached.update(taint)
+        self._reach(taint)
         self.does_backward = True
         if value is not None:
             root: ast.expr = value
