@@ -102,7 +102,9 @@ def _started_as_the_command() -> bool:
 if os.environ.get("GRADGUARD_WATCH", "").strip():
     # Asked for explicitly: install the watchdog now (an invalid value is a ValueError here).
     try:
-        importlib.import_module("gradguard._watchdog").watch_from_environment()
+        # Installed when the program imports torch: a process that never does (gradguard lint,
+        # the flake8 plugin) pays nothing.
+        importlib.import_module("gradguard._watchdog._deferred").watch_from_environment()
     except ValueError as _error:
         if not _started_as_the_command():
             raise

@@ -36,6 +36,33 @@ def env_flag(name: str) -> bool:
     )
 
 
+WATCH_ON = TRUE_VALUES
+WATCH_DEEP = ("deep",)
+
+
+def watch_level() -> str | None:
+    """What ``GRADGUARD_WATCH`` asks for: ``None`` (not watching), ``"on"`` or ``"deep"``.
+
+    Raises:
+        ValueError: ``GRADGUARD_WATCH`` holds something other than ``1/true/yes/on``, ``deep``
+            or ``0/false/no/off/empty`` (any case).
+    """
+    raw = os.environ.get("GRADGUARD_WATCH", "")
+    value = raw.strip().lower()
+    if value in FALSE_VALUES:
+        return None
+    if value in WATCH_DEEP:
+        return "deep"
+    if value in WATCH_ON:
+        return "on"
+    raise ValueError(
+        f"GRADGUARD_WATCH={raw!r} is not a valid value: use one of {', '.join(WATCH_ON)} to "
+        f"watch, 'deep' to watch with global module hooks, or one of "
+        f"{', '.join(v for v in FALSE_VALUES if v)} (or leave it empty) to not watch; any case "
+        "is accepted"
+    )
+
+
 def is_strict() -> bool:
     """Whether findings raise :class:`~gradguard.GradGuardError` instead of warning."""
     override = _strict_override

@@ -1,4 +1,4 @@
-"""The ``gradguard`` command: ``gradguard run`` (a script under the watchdog), ``gradguard bench``.
+"""The ``gradguard`` command: ``run`` (a script under the watchdog), ``bench``, ``lint``.
 
 Each subcommand lives in its own module, imported only when it is used, which exposes
 ``configure_parser(parser)`` and ``main(namespace) -> int``. ``gradguard --help`` lists the
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("gradguard._run", "run a script or module under the watchdog, summarise findings"),
     "bench": ("gradguard._bench", "measure what no_grad and inference_mode save on real models"),
+    "lint": ("gradguard.lint._cli", "find no_grad/eval mistakes in source files before they run"),
 }
 
 

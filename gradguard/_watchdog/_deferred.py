@@ -9,10 +9,13 @@ This module does not import torch.
 
 from __future__ import annotations
 
+import atexit
 import sys
 from typing import TYPE_CHECKING, Any
 
 import wrapt
+
+from gradguard import _config
 
 if TYPE_CHECKING:
     from gradguard._watchdog._install import WatchHandle
@@ -61,4 +64,32 @@ def watch_when_torch_imported(*, strict: bool | None, deep: bool) -> DeferredWat
         deferred._torch_imported(sys.modules["torch"])
     else:
         wrapt.register_post_import_hook(deferred._torch_imported, "torch")
+    return deferred
+
+
+def _unwatch_at_exit(deferred: DeferredWatch) -> None:
+    deferred.closed = True
+    if deferred.handle is not None:
+        from gradguard._watchdog._install import unwatch
+
+        unwatch()
+
+
+def watch_from_environment() -> DeferredWatch | None:
+    """``GRADGUARD_WATCH`` at ``import gradguard``: watch from the program's import of torch.
+
+    A process that never imports torch (``gradguard lint``, the flake8 plugin) is not slowed
+    down by the variable. Both variables are validated now, before anything runs.
+
+    Raises:
+        ValueError: ``GRADGUARD_WATCH`` or ``GRADGUARD_STRICT`` holds an invalid value.
+    """
+    level = _config.watch_level()
+    if level is None:
+        return None
+    _config.is_strict()  # an invalid GRADGUARD_STRICT is refused here, not at torch's import
+    deferred = watch_when_torch_imported(strict=None, deep=level == "deep")
+    if deferred.error is not None:
+        raise deferred.error
+    atexit.register(_unwatch_at_exit, deferred)
     return deferred

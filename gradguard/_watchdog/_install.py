@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import warnings
 from types import TracebackType
 from typing import Any
@@ -282,28 +281,19 @@ def _remove_deep() -> None:
     _reach.reset_covered()
 
 
-WATCH_ON = _config.TRUE_VALUES
-WATCH_DEEP = ("deep",)
-
-
 def watch_from_environment() -> WatchHandle | None:
-    """Install the watchdog at import when ``GRADGUARD_WATCH`` asks for it.
+    """Install the watchdog now when ``GRADGUARD_WATCH`` asks for it (removed again at exit).
+
+    ``import gradguard`` uses :func:`gradguard._watchdog._deferred.watch_from_environment`
+    instead, which waits for the program to import torch.
 
     Raises:
         ValueError: ``GRADGUARD_WATCH`` holds something other than ``1/true/yes/on``, ``deep``
             or ``0/false/no/off/empty`` (any case).
     """
-    raw = os.environ.get("GRADGUARD_WATCH", "")
-    value = raw.strip().lower()
-    if value in _config.FALSE_VALUES:
+    level = _config.watch_level()
+    if level is None:
         return None
-    if value not in WATCH_ON and value not in WATCH_DEEP:
-        raise ValueError(
-            f"GRADGUARD_WATCH={raw!r} is not a valid value: use one of "
-            f"{', '.join(WATCH_ON)} to watch, 'deep' to watch with global module hooks, or one "
-            f"of {', '.join(v for v in _config.FALSE_VALUES if v)} (or leave it empty) to not "
-            "watch; any case is accepted"
-        )
-    handle = watch(deep=value in WATCH_DEEP)
+    handle = watch(deep=level == "deep")
     atexit.register(unwatch)
     return handle
