@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from gradguard._scopes import allow, evaluating, frozen
     from gradguard._watchdog import WatchHandle, unwatch, watch
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Public name -> the private module that defines it (each one imports torch).
 _LAZY = {
