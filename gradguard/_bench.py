@@ -343,9 +343,12 @@ class LatencyGain:
 
     @property
     def conclusive(self) -> bool:
-        """Whether the effect stands out of the noise: the middle half of the rounds' gains is
-        narrower than the gain itself (and there are at least :data:`MIN_ROUNDS` rounds)."""
-        return self.rounds >= MIN_ROUNDS and self.high - self.low <= abs(self.median)
+        """Whether the effect stands out of the noise: the middle half of the rounds' gains lies
+        on one side of zero, so their spread around the gain does not reach "no effect" (and
+        there are at least :data:`MIN_ROUNDS` rounds). A consistent slowdown is conclusive too."""
+        if self.rounds < MIN_ROUNDS:
+            return False
+        return self.low > 0 or self.high < 0 or (self.low == self.high == self.median)
 
     def describe(self) -> str:
         """``"22% (19% to 25%)"``, or ``"inconclusive (-150% to 40%)"`` when not conclusive."""

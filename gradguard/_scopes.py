@@ -163,7 +163,7 @@ def compiling_enter(modules: tuple[nn.Module, ...], mode: str) -> Any:
     if mode != "grad":
         # inference_mode cannot be traced either; within a compiled graph no_grad computes the
         # same values (inference tensors are an eager-mode optimisation).
-        torch.set_grad_enabled(False)
+        torch.set_grad_enabled(False)  # gradguard: ignore[GG104] undone by compiling_exit
     return (saved, grad_before)
 
 

@@ -17,6 +17,7 @@ from gradguard._bench import (
     FAMILIES,
     INFERENCE_MARGIN,
     Job,
+    LatencyGain,
     latency_gain,
     recommend,
     summary_rows,
@@ -369,6 +370,14 @@ def test_noisy_inference_mode_is_not_recommended_on_its_median() -> None:
     )
     assert not latency_gain(result, "inference").conclusive
     assert recommend(result).startswith("evaluating(model): eval() + no_grad (")
+
+
+def test_a_spread_on_one_side_of_zero_is_a_conclusive_slowdown() -> None:
+    """Rounds that all lose (-93% to -14%) say "slower", with their spread, not "inconclusive"."""
+    gain = LatencyGain(median=-0.5, low=-0.93, high=-0.14, rounds=30)
+    assert gain.conclusive
+    assert gain.describe() == "-50% (-93% to -14%)"
+    assert not LatencyGain(median=0.1, low=-0.05, high=0.3, rounds=30).conclusive
 
 
 def test_steady_rounds_give_a_conclusive_gain_with_its_spread() -> None:
