@@ -143,6 +143,17 @@ class _Scope:
             token = entries.pop(position)[1]
         self._exit(token, exc_type is not None)
 
+    def _exit_entry(self, token: Any) -> None:
+        """Exit the open entry ``token`` of this scope as its ``with`` would have, normally."""
+        with _entries_lock:
+            for position in range(len(self._entries) - 1, -1, -1):
+                if self._entries[position][1] is token:
+                    del self._entries[position]
+                    break
+            else:
+                raise RuntimeError(f"{self._what}(...) has no such open entry")
+        self._exit(token, False)
+
     def __call__(self, fn: F) -> F:
         return scoped(fn, self._clone, self._what)
 
@@ -271,8 +282,6 @@ def _forward_hook(module: nn.Module, _args: Any, output: Any) -> None:
         watch.report_graph(module)
 
 
-
-
 def _take_hook_id() -> int:
     # An id from torch's own counter, so ours never collides with one it hands out.
     hook_id: int = RemovableHandle.next_id
@@ -306,6 +315,7 @@ def hooked_roots() -> list[nn.Module]:
         if any(h is _forward_hook for h in root.__dict__.get("_forward_hooks", {}).values())
     ]
 
+
 _GRAPH_WANTED = ("graph-in-inference",)
 
 
@@ -320,13 +330,18 @@ class _EvalToken:
         "hooked",
         "inherited",
         "optimizers",
+        "scope",
         "task",
         "thread",
         "watch",
         "watches",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, scope: evaluating) -> None:
+        # The scope is kept for an entry never exited (the scope object itself dropped, as in
+        # ``evaluating(model).__enter__()``): :func:`exit_leaked_entries` exits it as ``with``
+        # would have.
+        self.scope = scope
         self.thread = threading.get_ident()
         self.evals: list[_EvalToken] | None = None
         self.inherited = False
@@ -461,7 +476,7 @@ class evaluating(_Scope):
         compiling_exit(token)
 
     def _enter(self) -> _EvalToken:
-        token = _EvalToken()
+        token = _EvalToken(self)
         try:
             token.hold = _state.hold_eval(_state.tree_of(self.modules))
             for optimizer in self.optimizers:
@@ -558,6 +573,39 @@ def _open_evals() -> list[_EvalToken]:
     if stack is None:
         stack = _evals.stack = []
     return stack
+
+
+def exit_leaked_entries(leaked: dict[int, int]) -> list[str]:
+    """Exit, as their ``with`` would have, this thread's open scopes holding a leaked hold.
+
+    For cleanup after code that entered a scope and never exited it (the pytest plugin between
+    tests): ``leaked`` maps ``id(hold)`` to how many entries too many hold it, and is counted
+    down. Innermost first, each found entry is exited normally, which puts back the training
+    flags, this thread's grad mode, the GG001 hook and watch, and optimizers switched to eval;
+    what its exit reports is silenced (the misuse is reported by the caller). Entries of other
+    threads are left alone: their grad mode is not this thread's to put back.
+
+    Returns:
+        The labels of the scopes exited, e.g. ``["evaluating(Sequential)"]``.
+    """
+    exited: list[str] = []
+    stack = _open_evals()
+    for token in reversed(list(stack)):
+        hold = token.hold
+        if hold is None or leaked.get(id(hold), 0) <= 0:
+            continue
+        leaked[id(hold)] -= 1
+        scope = token.scope
+        checks = tuple(_findings.CHECKS)
+        allowed = _findings.push_allowed(checks)
+        try:
+            scope._exit_entry(token)
+        except Exception:  # cleanup for later code must not fail it; the caller releases
+            pass
+        finally:
+            _findings.pop_allowed(checks, allowed)
+        exited.append(scope._label)
+    return exited
 
 
 def _task_name() -> str:
