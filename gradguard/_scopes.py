@@ -16,7 +16,6 @@ from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from gradguard import _findings, _state
 from gradguard._decorators import scoped
@@ -143,6 +142,17 @@ class _Scope:
             token = entries.pop(position)[1]
         self._exit(token, exc_type is not None)
 
+    def _exit_entry(self, token: Any) -> None:
+        """Exit the open entry ``token`` of this scope as its ``with`` would have, normally."""
+        with _entries_lock:
+            for position in range(len(self._entries) - 1, -1, -1):
+                if self._entries[position][1] is token:
+                    del self._entries[position]
+                    break
+            else:
+                raise RuntimeError(f"{self._what}(...) has no such open entry")
+        self._exit(token, False)
+
     def __call__(self, fn: F) -> F:
         return scoped(fn, self._clone, self._what)
 
@@ -189,8 +199,9 @@ class _GraphWatch:
     """GG001 inside a scope: a scope's model returned a graph from its forward while it is open.
 
     While a scope is open in a thread its watch is on that thread's stack (``None`` for
-    ``mode="grad"``, which asks for graphs); the models of an open ``evaluating`` scope have
-    :func:`_forward_hook`, which asks the innermost watch of the thread running the forward
+    ``mode="grad"``, which asks for graphs); the models of an open ``evaluating`` scope are
+    checked by their class's ``__call__`` (:func:`hook_roots`; nothing is put on the models),
+    which asks the innermost watch of the thread running the forward
     (``@inference_fn`` checks its results instead). No saved-tensors hook is pushed:
     it would make ``torch.func`` transforms inside the scope fail, and it would show in the
     hook stack of code running while a generator or coroutine is suspended.
@@ -257,7 +268,7 @@ def graph_tensor(value: object) -> torch.Tensor | None:
 
 
 def _forward_hook(module: nn.Module, _args: Any, output: Any) -> None:
-    """Forward hook on an open scope's models: GG001 when their output is a graph inside it."""
+    """After a forward of an open scope's model: GG001 when its output is a graph inside it."""
     if not _grad_enabled() or _is_compiling():  # the common case first: gradients are off
         return
     stack = getattr(_watches, "stack", None)
@@ -271,40 +282,92 @@ def _forward_hook(module: nn.Module, _args: Any, output: Any) -> None:
         watch.report_graph(module)
 
 
+_ABSENT = object()
+_hook_lock = threading.Lock()
+# id(root) -> how many open scope entries watch it: the instances the class's __call__ checks.
+_hooked: dict[int, int] = {}
+# class -> [open entries on its instances, gradguard's __call__, the class's own __call__]
+_class_calls: dict[type, list[Any]] = {}
+# Classes whose __call__ other code wrapped on top of ours while it was given: ours stays under
+# theirs (it passes every call straight on) and is used again by the next scope.
+_stuck_calls: dict[type, list[Any]] = {}
 
 
-def _take_hook_id() -> int:
-    # An id from torch's own counter, so ours never collides with one it hands out.
-    hook_id: int = RemovableHandle.next_id
-    RemovableHandle.next_id += 1
-    return hook_id
+def _watching_call(cls: type, own: Any) -> Callable[..., Any]:
+    """A ``__call__`` for ``cls``: the class's own call, then GG001 for an open scope's root."""
+    # The class above that defines __call__ is asked at every call, not remembered: torch.fx
+    # patches nn.Module.__call__ while it traces.
+    owner = next(base for base in cls.__mro__[1:] if "__call__" in base.__dict__)
+    hooked = _hooked
+
+    def __call__(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        call = owner.__call__ if own is _ABSENT else own
+        # Compiling first: torch.compile traces this function and must see only the call.
+        if _is_compiling():
+            return call(self, *args, **kwargs)
+        output = call(self, *args, **kwargs)
+        if _grad_enabled() and id(self) in hooked:
+            _forward_hook(self, args, output)
+        return output
+
+    __call__.__qualname__ = f"{cls.__qualname__}.__call__"
+    return __call__
 
 
-def hook_roots(modules: tuple[nn.Module, ...]) -> tuple[int, list[dict[int, Any]]]:
-    """Put :func:`_forward_hook` on each of ``modules`` (one id per scope entry)."""
-    hook_id = _take_hook_id()
-    hooked: list[dict[int, Any]] = []
-    for root in modules:
-        hooks = root.__dict__.get("_forward_hooks")
-        if hooks is not None and hook_id not in hooks:
-            hooks[hook_id] = _forward_hook
-            hooked.append(hooks)
-    return hook_id, hooked
+def hook_roots(modules: tuple[nn.Module, ...]) -> list[tuple[int, type]]:
+    """Watch each of ``modules`` for GG001 until :func:`unhook_roots` (counted per instance).
+
+    Nothing is put on the models (a model saved, pickled or copied inside the scope is what it
+    is outside): while a scope is open on an instance, its class has gradguard's ``__call__``,
+    which checks the output of the watched instances only and passes others straight on.
+    """
+    hooked: list[tuple[int, type]] = []
+    with _hook_lock:
+        for root in modules:
+            cls = type(root)
+            if cls is nn.Module:
+                continue  # a bare Module has no forward; every model's calls would pay for it
+            key = id(root)
+            _hooked[key] = _hooked.get(key, 0) + 1
+            entry = _class_calls.get(cls)
+            if entry is None:
+                entry = _stuck_calls.pop(cls, None)
+                if entry is None:
+                    own = cls.__dict__.get("__call__", _ABSENT)
+                    entry = [0, _watching_call(cls, own), own]
+                    cls.__call__ = entry[1]  # type: ignore[method-assign]  # the class gets ours while watched
+                _class_calls[cls] = entry
+            entry[0] += 1
+            hooked.append((key, cls))
+    return hooked
 
 
-def unhook_roots(hook_id: int, hooked: list[dict[int, Any]]) -> None:
-    """Take the hooks of :func:`hook_roots` off again (from any thread)."""
-    for hooks in hooked:
-        hooks.pop(hook_id, None)
+def unhook_roots(hooked: list[tuple[int, type]]) -> None:
+    """Undo :func:`hook_roots` (from any thread); the last scope gives the class its call back."""
+    with _hook_lock:
+        for key, cls in hooked:
+            count = _hooked[key] - 1
+            if count:
+                _hooked[key] = count
+            else:
+                del _hooked[key]
+            entry = _class_calls[cls]
+            entry[0] -= 1
+            if entry[0]:
+                continue
+            del _class_calls[cls]
+            if cls.__dict__.get("__call__") is not entry[1]:
+                _stuck_calls[cls] = entry
+            elif entry[2] is _ABSENT:
+                delattr(cls, "__call__")
+            else:
+                cls.__call__ = entry[2]  # type: ignore[method-assign]  # its own call back
 
 
 def hooked_roots() -> list[nn.Module]:
-    """Every live model a scope was entered on that has the GG001 forward hook on it now."""
-    return [
-        root
-        for root in _state.known_roots()
-        if any(h is _forward_hook for h in root.__dict__.get("_forward_hooks", {}).values())
-    ]
+    """Every live model a scope was entered on that is still watched for GG001 now."""
+    return [root for root in _state.known_roots() if id(root) in _hooked]
+
 
 _GRAPH_WANTED = ("graph-in-inference",)
 
@@ -320,13 +383,18 @@ class _EvalToken:
         "hooked",
         "inherited",
         "optimizers",
+        "scope",
         "task",
         "thread",
         "watch",
         "watches",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, scope: evaluating) -> None:
+        # The scope is kept for an entry never exited (the scope object itself dropped, as in
+        # ``evaluating(model).__enter__()``): :func:`exit_leaked_entries` exits it as ``with``
+        # would have.
+        self.scope = scope
         self.thread = threading.get_ident()
         self.evals: list[_EvalToken] | None = None
         self.inherited = False
@@ -336,7 +404,7 @@ class _EvalToken:
         self.grad_before = True
         self.hold: _state.Hold | None = None
         self.grad_ctx: Any = None
-        self.hooked: tuple[int, list[dict[int, Any]]] | None = None
+        self.hooked: list[tuple[int, type]] | None = None
         self.watches: list[_GraphWatch | None] | None = None
         self.watch: _GraphWatch | None = None
         self.optimizers: list[Any] = []
@@ -461,7 +529,7 @@ class evaluating(_Scope):
         compiling_exit(token)
 
     def _enter(self) -> _EvalToken:
-        token = _EvalToken()
+        token = _EvalToken(self)
         try:
             token.hold = _state.hold_eval(_state.tree_of(self.modules))
             for optimizer in self.optimizers:
@@ -499,7 +567,7 @@ class evaluating(_Scope):
         on_top = True
         try:
             if token.hooked is not None:
-                unhook_roots(*token.hooked)
+                unhook_roots(token.hooked)
             if token.watches is not None:
                 close_watch(token.watches, token.watch)
             if token.evals is not None:
@@ -558,6 +626,39 @@ def _open_evals() -> list[_EvalToken]:
     if stack is None:
         stack = _evals.stack = []
     return stack
+
+
+def exit_leaked_entries(leaked: dict[int, int]) -> list[str]:
+    """Exit, as their ``with`` would have, this thread's open scopes holding a leaked hold.
+
+    For cleanup after code that entered a scope and never exited it (the pytest plugin between
+    tests): ``leaked`` maps ``id(hold)`` to how many entries too many hold it, and is counted
+    down. Innermost first, each found entry is exited normally, which puts back the training
+    flags, this thread's grad mode, the GG001 hook and watch, and optimizers switched to eval;
+    what its exit reports is silenced (the misuse is reported by the caller). Entries of other
+    threads are left alone: their grad mode is not this thread's to put back.
+
+    Returns:
+        The labels of the scopes exited, e.g. ``["evaluating(Sequential)"]``.
+    """
+    exited: list[str] = []
+    stack = _open_evals()
+    for token in reversed(list(stack)):
+        hold = token.hold
+        if hold is None or leaked.get(id(hold), 0) <= 0:
+            continue
+        leaked[id(hold)] -= 1
+        scope = token.scope
+        checks = tuple(_findings.CHECKS)
+        allowed = _findings.push_allowed(checks)
+        try:
+            scope._exit_entry(token)
+        except Exception:  # cleanup for later code must not fail it; the caller releases
+            pass
+        finally:
+            _findings.pop_allowed(checks, allowed)
+        exited.append(scope._label)
+    return exited
 
 
 def _task_name() -> str:

@@ -43,7 +43,7 @@ from torch import nn
 _module_train = nn.Module.train
 _module_setattr = nn.Module.__setattr__
 _training_of = operator.itemgetter("training")
-# Any mapping: a ScriptModule's _modules is an OrderedModuleDict, not a dict.
+# Not dict.values: a ScriptModule's _modules is an OrderedModuleDict, not a dict.
 _values = operator.methodcaller("values")
 _chain = itertools.chain.from_iterable
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)

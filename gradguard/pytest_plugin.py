@@ -99,8 +99,6 @@ class _State:
     # one more open than it found.
     holds: dict[int, int] = field(default_factory=dict)
     frozen: dict[int, int] = field(default_factory=dict)
-    # The innermost saved-tensors hook (a scope's graph check pushes one).
-    saved_tensors_top: Any = None
 
 
 def _known_models() -> list[nn.Module]:
@@ -130,74 +128,7 @@ def _capture() -> _State:
         models,
         holds,
         frozen,
-        _saved_tensors_top(),
     )
-
-
-def _saved_tensors_top() -> Any:
-    import torch
-
-    top = torch._C._autograd._top_saved_tensors_default_hooks(False)
-    return None if top is None else top[0]
-
-
-def _pop_leaked_graph_checks(before: _State) -> None:
-    """Pop the graph checks of scopes that were entered and never exited (theirs only)."""
-    import torch
-
-    while True:
-        top = _saved_tensors_top()
-        if top is None or top == before.saved_tensors_top:
-            return
-        # By name: a test session run in-process (pytester) may have imported its own copy.
-        owner = type(getattr(top, "__self__", None))
-        if (owner.__module__, owner.__qualname__) != ("gradguard._scopes", "_GraphWatch"):
-            return  # someone else's saved-tensors hook: not ours to pop
-        torch._C._autograd._pop_saved_tensors_default_hooks()
-
-
-def _exit_leaked_scopes(leaked: dict[int, int]) -> list[str]:
-    """Exit, as their ``with`` would have, this thread's open scopes holding a leaked hold.
-
-    Their exit also pops what else they pushed (the grad mode, the saved-tensors hook that
-    reports graphs recorded inside them, optimizers switched to eval). Found by a walk of the
-    live objects: this runs only when a test did leak.
-    """
-    import gc
-    import threading
-
-    from gradguard import _findings, _scopes
-
-    ident = threading.get_ident()
-    # type(), not isinstance(): some objects answer __class__ with a deprecation warning.
-    scopes = [
-        obj for obj in gc.get_objects() if issubclass(type(obj), _scopes._Scope) and obj._entries
-    ]
-    problems: list[str] = []
-    for scope in scopes:
-        stack = scope._entries.get(ident, [])
-        while stack:
-            token = stack[-1]
-            holds = [getattr(token, name, None) for name in ("hold", "eval_hold")]
-            mine = [h for h in holds if h is not None and leaked.get(id(h), 0) > 0]
-            if not mine:
-                break
-            for hold in mine:
-                leaked[id(hold)] -= 1
-            checks = tuple(_findings.CHECKS)
-            _findings.push_allowed(checks)  # the test's own misuse was reported already
-            try:
-                scope.__exit__(None, None, None)
-            except Exception:  # exiting for the test must not fail the next one
-                pass
-            finally:
-                _findings.pop_allowed(checks)
-            problems.append(
-                f"left {scope._label if hasattr(scope, '_label') else type(scope).__name__} "
-                "open (entered and never exited); it was exited, putting back each module's "
-                "own training flag and the grad mode"
-            )
-    return problems
 
 
 def _release_leaked_scopes(before: _State) -> list[str]:
@@ -206,7 +137,7 @@ def _release_leaked_scopes(before: _State) -> list[str]:
     Releasing the hold (not writing the flags behind it) is what lets the next test's own
     ``evaluating`` put the model in eval again.
     """
-    from gradguard import _state
+    from gradguard import _scopes, _state
 
     problems: list[str] = []
     with _state._lock:
@@ -217,30 +148,22 @@ def _release_leaked_scopes(before: _State) -> list[str]:
             (entry[2], entry[0] - before.frozen.get(key, 0))
             for key, entry in _state._param_counts.items()
         ]
-    if any(extra > 0 for _hold, extra in leaked) or any(extra > 0 for _p, extra in params):
-        problems.extend(_exit_leaked_scopes(dict((id(h), e) for h, e in leaked if e > 0)))
-        with _state._lock:
-            leaked = [
-                (hold, hold.count - before.holds.get(id(hold), 0))
-                for hold in _state._holds.values()
-            ]
-            params = [
-                (entry[2], entry[0] - before.frozen.get(key, 0))
-                for key, entry in _state._param_counts.items()
-            ]
+    leaked = [(hold, extra) for hold, extra in leaked if extra > 0]
+    if leaked:
+        # Exited as their `with` would have (grad mode, GG001 hook and watch, optimizers too);
+        # what is still held after that (another thread's entry) is released behind them.
+        _scopes.exit_leaked_entries({id(hold): extra for hold, extra in leaked})
     for hold, extra in leaked:
-        if extra <= 0:
-            continue
         names = [type(root).__name__ for ref in hold.tree.root_refs if (root := ref()) is not None]
-        for _ in range(extra):
+        with _state._lock:
+            still = min(extra, hold.count - before.holds.get(id(hold), 0))
+        for _ in range(still):
             _state.release_eval(hold)
         problems.append(
             f"left a gradguard scope holding {', '.join(names) or 'a model'} in eval open "
             "(evaluating()/inference_fn entered and never exited); it was released, putting "
             "back each module's own training flag"
         )
-    if problems:
-        _pop_leaked_graph_checks(before)
     stuck = [(param, extra) for param, extra in params if extra > 0]
     for param, extra in stuck:
         for _ in range(extra):

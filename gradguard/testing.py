@@ -29,7 +29,7 @@ def _leftovers(grad_enabled: bool | None) -> list[str]:
         optimizers = len(_scopes._optimizer_counts)
     hooked = [type(root).__name__ for root in _scopes.hooked_roots()]
     if hooked:
-        problems.append(f"gradguard's forward hook is still on {', '.join(hooked)}")
+        problems.append(f"still watched for GG001 by an open scope: {', '.join(hooked)}")
     if optimizers:
         problems.append(f"{optimizers} optimizer(s) still held in eval by an open scope")
     watches = getattr(_scopes._watches, "stack", None)

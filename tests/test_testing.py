@@ -19,7 +19,7 @@ def test_passes_when_nothing_is_left() -> None:
 
 
 def test_reports_an_open_evaluating_scope_and_what_it_holds() -> None:
-    """An evaluating() entered and not exited: the held tree, its hook, the open scope, grad."""
+    """An evaluating() entered and not exited: held tree, GG001 watch, open scope, grad."""
     net = Net()
     scope = gradguard.evaluating(net)
     scope.__enter__()
@@ -28,7 +28,7 @@ def test_reports_an_open_evaluating_scope_and_what_it_holds() -> None:
             assert_no_holds()
         message = str(raised.value)
         assert "1 module tree(s) still held in eval" in message
-        assert "forward hook is still on Net" in message
+        assert "still watched for GG001 by an open scope: Net" in message
         assert "1 gradguard scope(s) still open in this thread" in message
         assert "gradients are disabled in this thread, expected enabled" in message
     finally:
