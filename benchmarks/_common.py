@@ -1,4 +1,7 @@
-"""Shared helpers for the ratio benchmarks: interleaved timing and a machine description."""
+"""Shared helpers for the benchmarks: interleaved timing and a machine description.
+
+Importing this module does not import torch (the lint benchmarks never need it).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,9 @@ import statistics
 import time
 from collections.abc import Callable
 
-import torch
 
-
-def machine() -> str:
-    """One line naming the machine, so every figure says where it came from."""
+def host() -> str:
+    """The processor, its cores and the Python version, in one line."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:
@@ -22,10 +23,14 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch thread(s), Python {platform.python_version()}"
-    )
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def machine() -> str:
+    """One line naming the machine and torch, so every figure says where it came from."""
+    import torch
+
+    return f"{host()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s)"
 
 
 def interleaved(

@@ -29,6 +29,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from _common import host
+
 HERE = Path(__file__).resolve().parent
 # The nine mistakes of the linter's test suite, one function each, "# expect: GG10x" at the line
 # gradguard must flag; clean.py is the same script fixed.
@@ -37,23 +39,6 @@ FIXED = HERE.parent / "tests" / "lint" / "nine" / "clean.py"
 _EXPECT = re.compile(r"#\s*expect:\s*(GG\d+)")
 TARGET_WALL_S = 1.0
 TARGET_RATIO = 15.0
-
-
-def machine() -> str:
-    """One line naming the machine (no torch import: the linter never needs it)."""
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    import platform
-
-    python = platform.python_version()
-    return f"{cpu or platform.machine()}, {os.cpu_count()} cores, Python {python}"
 
 
 def gradguard_command(path: Path) -> list[str]:
@@ -168,7 +153,7 @@ def main() -> int:
     parser.add_argument("examples", nargs="?", default=os.environ.get("GRADGUARD_BENCH_EXAMPLES"))
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    print(f"machine: {host()}")
     exe = preflight_executable()
     gg_base = gradguard_command(Path("."))[:-1]
 

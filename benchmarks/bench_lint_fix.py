@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -26,23 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import host
+
 TARGET_WALL_S = 2.0
 # Users run with bytecode caches: a setting that turns them off would time compilation instead.
 ENVIRONMENT = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
-def machine() -> str:
-    """One line naming the machine."""
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def command(tree: Path, *extra: str) -> list[str]:
@@ -79,7 +66,7 @@ def main() -> int:
     parser.add_argument("examples", nargs="?", default=os.environ.get("GRADGUARD_BENCH_EXAMPLES"))
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    print(f"machine: {host()}")
     if not args.examples or not Path(args.examples).is_dir():
         print(
             "pytorch/examples: not found, skipped (give its directory as the first argument or "
