@@ -8,6 +8,7 @@ it is already entered (in the same or another thread): every entry keeps its own
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import threading
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch import nn
 
-from gradguard import _findings, _state
+from gradguard import _findings, _layers, _state
 from gradguard._decorators import scoped
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -282,18 +283,17 @@ def _forward_hook(module: nn.Module, _args: Any, output: Any) -> None:
         watch.report_graph(module)
 
 
-_ABSENT = object()
 _hook_lock = threading.Lock()
 # id(root) -> how many open scope entries watch it: the instances the class's __call__ checks.
 _hooked: dict[int, int] = {}
-# class -> [open entries on its instances, gradguard's __call__, the class's own __call__]
+# class -> [open entries on its instances, gradguard's __call__, what that calls under it]
 _class_calls: dict[type, list[Any]] = {}
 # Classes whose __call__ other code wrapped on top of ours while it was given: ours stays under
 # theirs (it passes every call straight on) and is used again by the next scope.
 _stuck_calls: dict[type, list[Any]] = {}
 
 
-def _watching_call(cls: type, own: Any) -> Callable[..., Any]:
+def _watching_call(cls: type, inner: _layers.Inner) -> Callable[..., Any]:
     """A ``__call__`` for ``cls``: the class's own call, then GG001 for an open scope's root."""
     # The class above that defines __call__ is asked at every call, not remembered: torch.fx
     # patches nn.Module.__call__ while it traces.
@@ -301,7 +301,8 @@ def _watching_call(cls: type, own: Any) -> Callable[..., Any]:
     hooked = _hooked
 
     def __call__(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        call = owner.__call__ if own is _ABSENT else own
+        own = inner.own
+        call = owner.__call__ if own is _layers.ABSENT else own
         # Compiling first: torch.compile traces this function and must see only the call.
         if _is_compiling():
             return call(self, *args, **kwargs)
@@ -333,9 +334,9 @@ def hook_roots(modules: tuple[nn.Module, ...]) -> list[tuple[int, type]]:
             if entry is None:
                 entry = _stuck_calls.pop(cls, None)
                 if entry is None:
-                    own = cls.__dict__.get("__call__", _ABSENT)
-                    entry = [0, _watching_call(cls, own), own]
-                    cls.__call__ = entry[1]  # type: ignore[method-assign]  # the class gets ours while watched
+                    # The class gets ours while watched.
+                    layer, inner = _layers.put_on(cls, functools.partial(_watching_call, cls))
+                    entry = [0, layer, inner]
                 _class_calls[cls] = entry
             entry[0] += 1
             hooked.append((key, cls))
@@ -356,12 +357,8 @@ def unhook_roots(hooked: list[tuple[int, type]]) -> None:
             if entry[0]:
                 continue
             del _class_calls[cls]
-            if cls.__dict__.get("__call__") is not entry[1]:
+            if not _layers.take_off(cls, entry[1], entry[2]):
                 _stuck_calls[cls] = entry
-            elif entry[2] is _ABSENT:
-                delattr(cls, "__call__")
-            else:
-                cls.__call__ = entry[2]  # type: ignore[method-assign]  # its own call back
 
 
 def hooked_roots() -> list[nn.Module]:

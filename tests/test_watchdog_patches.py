@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -85,3 +86,29 @@ def test_unwatch_without_other_tools_restores_silently() -> None:
     gradguard.unwatch()
     assert nn.Module.__dict__["train"] is ORIGINAL_TRAIN
     assert "__call__" not in vars(Net)
+
+
+@pytest.mark.parametrize("order", ["unwatch-inside-scope", "scope-exit-inside-watch"])
+def test_scope_and_watchdog_layers_on_one_class_come_off_in_any_order(order: str) -> None:
+    """A scope's and the watchdog's __call__ layers on one class: either removed first, the
+    class gets its own call back, with no warning that other code wrapped it."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout())
+    cls = torch.nn.Sequential
+    assert "__call__" not in vars(cls)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if order == "unwatch-inside-scope":
+            handle = gradguard.watch()
+            with gradguard.evaluating(model):
+                handle.close()
+                assert not model.training
+        else:
+            with gradguard.evaluating(model):
+                handle = gradguard.watch()
+                model.eval()  # noted by the watchdog while the scope's layer is on the class
+            handle.close()
+    assert "__call__" not in vars(cls)
+    assert cls.__call__ is torch.nn.Module.__call__
+    fresh = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    assert type(fresh).__call__ is torch.nn.Module.__call__
+    assert model.training

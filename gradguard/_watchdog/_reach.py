@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from gradguard import _findings
+from gradguard import _findings, _layers
 from gradguard._watchdog import _graphs
 from gradguard._watchdog._common import fail_open, is_compiling, local, lock, status
 from gradguard._watchdog._train_mode import check_train_without_grad
@@ -331,10 +331,8 @@ class _Calls(threading.local):
 
 _calls = _Calls()
 
-_ABSENT = object()
-
-# Every class given our __call__: (our __call__, what the class had in its own __dict__ before).
-_wrapped: dict[type, tuple[Callable[..., Any], Any]] = {}
+# Every class given our __call__: (our __call__, what it calls under it).
+_wrapped: dict[type, tuple[Callable[..., Any], _layers.Inner]] = {}
 
 _tracing_state = torch._C._get_tracing_state
 
@@ -354,34 +352,29 @@ def wrap_class(cls: type[nn.Module]) -> None:
     """Give ``cls`` gradguard's ``__call__``, unless it already reaches one (idempotent)."""
     if cls is nn.Module or cls in _wrapped or _is_ours(cls.__call__):
         return
-    own = cls.__dict__.get("__call__", _ABSENT)
     # The class above that defines __call__ is asked at every call, not remembered: torch.fx
     # patches nn.Module.__call__ while it traces, and must see calls of watched models.
     owner = next(base for base in cls.__mro__[1:] if "__call__" in base.__dict__)
-    wrapper = _checking_call(cls, own, owner)
-    cls.__call__ = wrapper  # type: ignore[method-assign]
-    _wrapped[cls] = (wrapper, own)
+    wrapper, inner = _layers.put_on(cls, lambda inner: _checking_call(cls, inner, owner))
+    _wrapped[cls] = (wrapper, inner)
 
 
 def unwrap_classes() -> list[type]:
     """Give every class back its own ``__call__``; return those where other code wrapped ours."""
     stuck = []
-    for cls, (wrapper, own) in list(_wrapped.items()):
-        if cls.__dict__.get("__call__") is not wrapper:
+    for cls, (wrapper, inner) in list(_wrapped.items()):
+        if not _layers.take_off(cls, wrapper, inner):
             stuck.append(cls)  # ours stays under theirs, and passes every call straight on
-        elif own is _ABSENT:
-            delattr(cls, "__call__")
-        else:
-            cls.__call__ = own  # type: ignore[method-assign]
     _wrapped.clear()
     return stuck
 
 
-def _checking_call(cls: type, own: Any, owner: type) -> Callable[..., Any]:
+def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[..., Any]:
     notes = _notes_its_instances(cls)
 
     def __call__(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        call = owner.__call__ if own is _ABSENT else own
+        own = inner.own
+        call = owner.__call__ if own is _layers.ABSENT else own
         # Compiling first: torch.compile traces this function and must see only the call.
         if is_compiling() or _tracing_state() is not None:
             return call(self, *args, **kwargs)
