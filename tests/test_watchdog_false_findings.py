@@ -111,3 +111,43 @@ def test_gg002_blames_the_users_bare_switch_not_inference_fns_own() -> None:
         finally:
             torch.set_grad_enabled(True)
     assert f"by torch.set_grad_enabled(False) at {HERE}:{bare}" in str(caught[0].message)
+
+
+def test_wrapper_in_training_around_an_eval_model_is_not_gg002() -> None:
+    """nn.DataParallel(model.eval()) is itself in training mode; no layer of it runs as in training."""
+    model = Encoder()
+    model.eval()
+    wrapped = nn.DataParallel(model)  # a fresh module: training=True, around layers all in eval
+    assert wrapped.training
+    with torch.no_grad():
+        wrapped(torch.randn(4, 8))
+    # The same pattern written by hand: a root in training whose mode-dependent layers are in eval.
+    model = Probe()
+    model.train()
+    model.encoder.eval()
+    with torch.no_grad():
+        model(torch.randn(4, 8))
+    assert gradguard.findings() == []
+
+
+def test_gg002_names_only_the_layers_that_ran_as_in_training() -> None:
+    """BatchNorm frozen in eval, dropout left in training: GG002 names the dropout alone."""
+    model = Encoder()
+    model.train()
+    model.body[1].eval()
+    with pytest.raises(gradguard.GradGuardError, match="GG002") as raised, torch.no_grad():
+        model(torch.randn(4, 8))
+    message = str(raised.value)
+    assert "1 Dropout (active)" in message
+    assert "BatchNorm1d" not in message
+
+
+def test_gg004_needs_a_layer_that_runs_as_in_evaluation() -> None:
+    """A root left in eval whose mode-dependent layers were all put back in training: no GG004."""
+    model = Probe()
+    model.eval()
+    model.encoder.train()  # every BatchNorm and Dropout of the model is in here
+    optimizer = torch.optim.SGD(model.head.parameters(), lr=0.1)  # only the head, still in eval
+    model(torch.randn(4, 8)).sum().backward()
+    optimizer.step()
+    assert gradguard.findings() == []

@@ -80,16 +80,25 @@ def _kind(module: nn.Module) -> str:
     return "own"
 
 
+def runs_as_in(module: nn.Module, *, training: bool) -> bool:
+    """Whether some mode-dependent layer of ``module`` has its own flag set to ``training``.
+
+    What runs is decided by each layer's own flag, not by the root's: a wrapper left in training
+    around a model in eval (``nn.DataParallel(model.eval())``) runs every layer as in evaluation.
+    """
+    return any(sub.training == training and _kind(sub) for sub in module.modules())
+
+
 def mode_dependent_layers(module: nn.Module, *, training: bool, limit: int = 4) -> str:
-    """The layers of ``module`` whose behaviour depends on the mode, by class, for a message.
+    """The layers of ``module`` that depend on the mode and are in that mode, by class.
 
     ``"8 Dropout (off), 2 BatchNorm1d (using frozen running statistics)"``: what the model
     really contains and what each does in the given mode, so a message names no layer the model
-    does not have. Empty when there is none.
+    does not have, nor one whose own flag is the other mode. Empty when there is none.
     """
     counts: dict[tuple[str, str], int] = {}
     for sub in module.modules():
-        kind = _kind(sub)
+        kind = _kind(sub) if sub.training == training else ""
         if kind:
             key = (kind, type(sub).__name__)
             counts[key] = counts.get(key, 0) + 1
@@ -140,7 +149,7 @@ def check_train_without_grad(module: nn.Module) -> None:
     """Report GG002 for ``module``, in training mode and running with gradients off."""
     if _findings.is_allowed("train-mode-without-grad") or not mode_dependent(module):
         return
-    if _runs_without_grad_by_design():
+    if _runs_without_grad_by_design() or not runs_as_in(module, training=True):
         return
     site, inside = _findings.user_site_inside(sys._getframe(1))
     name = model_name(module)
