@@ -6,7 +6,8 @@ against itself, whose spread is the noise floor of every ratio printed beside it
 (forward, then reversed) so drift hits every arm alike; each arm's time is the calling thread's
 CPU time (``time.thread_time_ns``) over a block of calls. Per workload it prints, per arm, the
 median per-round ratio to unwatched, its 10th-90th percentile spread, and the median absolute
-cost per call in microseconds.
+cost per call in microseconds with its 95% confidence interval (distribution-free, from order
+statistics of the per-round differences; the A/A control's interval shows the run's own bias).
 
 Workloads: a CNN training step and eval forward at batch 32, a 41-module MLP eval forward at
 batch 1, and the scaling table: a ``train()``/``eval()`` pair, a training step and an eval
@@ -14,9 +15,9 @@ forward (batch 1, under ``no_grad``) on models of 10, 100, 1,000 and 5,000 modul
 
 Targets (absolute, per call): a ``train()``/``eval()`` pair at most +2 us whatever the size, a
 training step at most +5 us, an eval forward at most +3 us, and ``deep=True`` at most +0.5 us
-per module call. A target is MISSED (exit status 1) when the cost exceeds it by more than the
-A/A control's noise in microseconds; when it exceeds it by less, the run cannot tell, and says so
-(on a big workload a few microseconds are below any machine's noise).
+per module call. A target is met when the whole confidence interval of the cost is within it,
+MISSED (exit status 1) when the whole interval is over it, and otherwise not resolved: the run
+cannot tell, and says so (on a big workload a few microseconds are below any machine's noise).
 
 Options: ``--quick`` (fewer rounds), ``--cuda`` (the same workloads on the GPU, timed with
 ``torch.cuda.synchronize`` and wall time, since the GPU's work is not the host thread's),
@@ -120,7 +121,9 @@ def train_eval_pair(model: nn.Module) -> Workload:
 
 
 def cases() -> list[Case]:
-    rounds = 7 if QUICK else 31
+    # Many short rounds rather than a few long ones: the per-round differences are paired in
+    # time, and their median's interval narrows with the square root of the rounds.
+    rounds = 9 if QUICK else 61
     found: list[Case] = []
     model = cnn().to(DEVICE)
     x = torch.randn(32, 3, 32, 32, device=DEVICE)
@@ -166,8 +169,8 @@ def cases() -> list[Case]:
     )
     for size in (10, 100, 1_000, 5_000):
         # Fewer calls per block on big models: each block stays at a few milliseconds or more.
-        calls = max(2, 2_000 // size)
-        size_rounds = max(7, rounds // (2 if size >= 1_000 else 1))
+        calls = max(2, 500 // size)
+        size_rounds = max(9, rounds // (4 if size >= 1_000 else 1))
         model = chain(size).to(DEVICE)
         found.append(
             Case(
@@ -247,13 +250,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def verdict(delta: float, target: float, noise: float) -> tuple[str, bool]:
-    """Met, MISSED (over the target by more than the A/A noise), or too noisy to tell."""
-    if delta <= target:
+def median_interval(values: list[float]) -> tuple[float, float]:
+    """A distribution-free 95% confidence interval of the median (order statistics)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    half = 0.98 * n**0.5  # 1.96 * sqrt(n) / 2
+    low = max(0, int(n / 2 - half))
+    high = min(n - 1, int(n / 2 + half + 0.999))
+    return ordered[low], ordered[high]
+
+
+def verdict(interval: tuple[float, float], target: float) -> tuple[str, bool]:
+    """Met (the whole 95% interval of the median cost is within the target), MISSED (all of it is
+    over), or not resolved (the interval straddles the target: this run cannot tell)."""
+    low, high = interval
+    if high <= target:
         return "met", True
-    if delta - noise > target:
+    if low > target:
         return "MISSED", False
-    return f"not resolved (A/A noise +-{noise:.1f} us)", True
+    return f"not resolved (95% interval {low:+.2f} to {high:+.2f} us)", True
 
 
 def report(case: Case, samples: dict[str, list[float]]) -> bool:
@@ -263,26 +278,26 @@ def report(case: Case, samples: dict[str, list[float]]) -> bool:
     print(f"\n{case.name}; unwatched {base_us:.1f} us per call ({case.rounds} rounds)")
     control = [a / b for a, b in zip(samples["A/A control"], base)]
     noise = (percentile(control, 0.9) - percentile(control, 0.1)) / 2
-    noise_us = noise * base_us
     met = True
     for arm in ARMS[1:]:
         ratios = [a / b for a, b in zip(samples[arm], base)]
         deltas = [(a - b) * 1e6 for a, b in zip(samples[arm], base)]
         ratio = statistics.median(ratios)
         delta = statistics.median(deltas)
+        low, high = median_interval(deltas)
         spread = (percentile(ratios, 0.9) - percentile(ratios, 0.1)) / 2
         line = (
             f"  {arm:17s} {ratio:6.3f}x  +-{spread * 100:4.1f}%  (A/A +-{noise * 100:4.1f}%)"
-            f"  {delta:+9.2f} us per call"
+            f"  {delta:+9.2f} us per call [{low:+.2f}, {high:+.2f}]"
         )
         if arm == "watch()" and case.target_us is not None:
-            said, ok = verdict(delta, case.target_us, noise_us)
+            said, ok = verdict((low, high), case.target_us)
             met &= ok
             line += f"  target <= +{case.target_us:g} us: {said}"
         if arm == "watch(deep=True)" and case.module_calls:
-            per_module = delta / case.module_calls
-            said, ok = verdict(per_module, 0.5, noise_us / case.module_calls)
-            line += f"  ({per_module:+.2f} us per module call; target <= +0.5: {said})"
+            per = case.module_calls
+            said, ok = verdict((low / per, high / per), 0.5)
+            line += f"  ({delta / per:+.2f} us per module call; target <= +0.5: {said})"
             met &= ok
         print(line, flush=True)
     return met
@@ -299,6 +314,7 @@ def main() -> int:
     else:
         print("clock: CPU time of the benchmark's thread (time.thread_time_ns)")
     print("ratio: median per-round ratio to unwatched, +- half its 10th-90th percentile range")
+    print("us per call: median per-round difference to unwatched [its 95% confidence interval]")
     missed = []
     for case in cases():
         if only and only not in case.name:

@@ -336,6 +336,48 @@ def test_deep_mode_discovers_untouched_models() -> None:
     assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
 
 
+def test_deep_mode_checks_the_first_call_of_an_eval_model_nobody_touched() -> None:
+    """deep=True: the very first call of a model seen by nothing else is checked (GG001)."""
+    model = Net().eval()  # before watch(): the watchdog never saw it switched or built
+    with gradguard.watch(deep=True):
+        with pytest.warns(gradguard.GraphInInferenceWarning) as caught:
+            line = here() + 1
+            out = model(batch())
+            del out
+            with torch.no_grad():
+                model(batch())  # the freed graph is reported at the next watched forward
+        assert _watchdog.known_models() == [model]
+    assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
+
+
+def test_deep_mode_adds_no_global_hook_and_gives_module_call_back() -> None:
+    """deep=True is a layer on nn.Module.__call__ while a deep handle is open, no global hook."""
+    original = nn.Module.__dict__["__call__"]
+    shallow = gradguard.watch()
+    with gradguard.watch(deep=True):
+        assert nn.Module.__dict__["__call__"] is not original
+        assert not nn.modules.module._global_forward_pre_hooks
+        assert not nn.modules.module._global_forward_hooks
+        Net()(batch())
+    assert nn.Module.__dict__["__call__"] is original  # the shallow handle is still open
+    assert _watchdog.is_watching()
+    shallow.close()
+    assert nn.Module.__dict__["__call__"] is original
+
+
+def test_deep_mode_under_torch_fx_tracing() -> None:
+    """torch.fx patches nn.Module.__call__ while it traces: deep mode's layer lets it."""
+    model = Net().eval()
+    expected = [n.target for n in torch.fx.symbolic_trace(model).graph.nodes]
+    with gradguard.watch(deep=True):
+        traced = torch.fx.symbolic_trace(model)
+        assert [n.target for n in traced.graph.nodes] == expected
+        inputs = batch()
+        with torch.no_grad():
+            torch.testing.assert_close(traced(inputs), model(inputs))
+    assert nn.Module.__dict__["__call__"] is nn.Module._wrapped_call_impl
+
+
 def test_default_level_adds_no_hooks_to_submodules_or_globally(
     watched: gradguard.WatchHandle,
 ) -> None:
@@ -835,9 +877,7 @@ def test_compiled_training_step_with_watchdog_does_not_recompile(deep: bool) -> 
 
     torch._dynamo.reset()
     model = Net()
-    with gradguard.watch(deep=deep), warnings.catch_warnings():
-        # PyTorch's own note that global hooks (deep=True) also fire for the compiled wrapper.
-        warnings.filterwarnings("ignore", "Using `torch.compile.module.` when there are global")
+    with gradguard.watch(deep=deep):
         model.train()
         compiled = torch.compile(model, backend="eager", fullgraph=True)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)

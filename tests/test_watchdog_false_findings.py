@@ -114,7 +114,7 @@ def test_gg002_blames_the_users_bare_switch_not_inference_fns_own() -> None:
 
 
 def test_wrapper_in_training_around_an_eval_model_is_not_gg002() -> None:
-    """nn.DataParallel(model.eval()) is itself in training mode; no layer of it runs as in training."""
+    """nn.DataParallel(model.eval()) is in training mode itself; no layer of it runs as training."""
     model = Encoder()
     model.eval()
     wrapped = nn.DataParallel(model)  # a fresh module: training=True, around layers all in eval

@@ -43,6 +43,24 @@ def _explain(error: RuntimeError, tensors: Any) -> None:
         raise explained from error
 
 
+def _explained(error: RuntimeError, tensors: Any) -> BaseException | None:
+    """What to raise instead of ``error`` from backward (GG003, chained to it), or None."""
+    if is_compiling() or not status.installed:
+        return None
+    if isinstance(error, _findings.GradGuardError):
+        # Explained by the inner wrapper (Tensor.backward calls torch.autograd.backward): from
+        # here up, only the program's frames; its cause is PyTorch's error already.
+        return error.with_traceback(None)
+    try:
+        _explain(error, tensors)
+    except _findings.GradGuardError as explained:
+        # The user's frames and PyTorch's own error matter here, not gradguard's internals.
+        explained.__cause__ = error
+        explained.__suppress_context__ = True
+        return explained.with_traceback(None)
+    return None
+
+
 def explaining(original: Callable[..., Any], first: str) -> Callable[..., Any]:
     """Wrap ``Tensor.backward`` or ``torch.autograd.backward``: only the error path does work.
 
@@ -55,17 +73,71 @@ def explaining(original: Callable[..., Any], first: str) -> Callable[..., Any]:
         try:
             return original(*args, **kwargs)
         except RuntimeError as error:
-            if is_compiling() or not status.installed:
+            raised = _explained(error, args[0] if args else kwargs.get(first))
+            if raised is None:
                 raise
-            if isinstance(error, _findings.GradGuardError):
-                # Explained by the inner wrapper (Tensor.backward calls torch.autograd.backward):
-                # from here up, only the program's frames.
-                raise error.with_traceback(None)  # noqa: B904  # its cause is PyTorch's error
-            try:
-                _explain(error, args[0] if args else kwargs.get(first))
-            except _findings.GradGuardError as explained:
-                # The user's frames and PyTorch's own error matter here, not gradguard's internals.
-                raise explained.with_traceback(None) from error
-            raise
+            raise raised  # noqa: B904  # chained to PyTorch's error by _explained
 
+    return backward
+
+
+# What PyTorch's own Tensor.backward refers to: ``if has_torch_function_unary(self): ...`` then
+# ``torch.autograd.backward(self, gradient, retain_graph, create_graph, inputs=inputs)``.
+_TENSOR_BACKWARD_NAMES = (
+    "has_torch_function_unary",
+    "handle_torch_function",
+    "Tensor",
+    "backward",
+    "torch",
+    "autograd",
+)
+
+
+def explaining_tensor_backward(
+    original: Callable[..., Any], autograd_backward: Callable[..., Any]
+) -> Callable[..., Any]:
+    """``Tensor.backward`` with GG003; PyTorch's own two lines done here when it is the known one.
+
+    Every training step calls it, so where ``original`` is PyTorch's known function this does
+    its work itself (one Python frame less per ``loss.backward()``), calling
+    ``torch.autograd.backward`` as it would: gradguard's wrapper there is skipped (this one
+    explains), another tool's layer is not. Otherwise it wraps ``original`` like
+    :func:`explaining`.
+    """
+    code = getattr(original, "__code__", None)
+    if (
+        code is None
+        or code.co_names != _TENSOR_BACKWARD_NAMES
+        or getattr(original, "__defaults__", None) != (None, None, False, None)
+    ):
+        return explaining(original, "self")
+    has_torch_function_unary = torch.overrides.has_torch_function_unary
+    autograd = torch.autograd
+    ours: list[Callable[..., Any]] = []  # gradguard's torch.autograd.backward, once patched
+
+    @functools.wraps(original)
+    def backward(
+        self: torch.Tensor,
+        gradient: Any = None,
+        retain_graph: bool | None = None,
+        create_graph: bool = False,
+        inputs: Any = None,
+    ) -> None:
+        if has_torch_function_unary(self):
+            # A tensor subclass: PyTorch's own path, through torch.autograd.backward (which
+            # gradguard's wrapper there explains).
+            return original(self, gradient, retain_graph, create_graph, inputs)  # type: ignore[no-any-return]
+        run = autograd.backward
+        if ours and run is ours[0]:
+            run = autograd_backward
+        try:
+            run(self, gradient, retain_graph, create_graph, inputs=inputs)
+        except RuntimeError as error:
+            raised = _explained(error, self)
+            if raised is None:
+                raise
+            raise raised  # noqa: B904  # chained to PyTorch's error by _explained
+        return None
+
+    backward._gradguard_wrapper_of = ours  # type: ignore[attr-defined]
     return backward

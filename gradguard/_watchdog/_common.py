@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from typing_extensions import ParamSpec
@@ -22,6 +22,18 @@ lock = threading.RLock()
 local = threading.local()
 
 is_compiling = torch.compiler.is_compiling
+
+
+class _NotExporting:
+    _is_compiling_flag = False
+
+
+# On the hot paths (every watched forward, every optimizer step) the two cheap halves of
+# torch.compiler.is_compiling(), without its extra call of torch.jit.is_scripting():
+# ``is_dynamo_compiling()`` is True while torch.compile traces (it folds the call to a constant),
+# ``compiler._is_compiling_flag`` while torch.export traces without it.
+is_dynamo_compiling = torch.compiler.is_dynamo_compiling
+compiler: Any = torch.compiler if hasattr(torch.compiler, "_is_compiling_flag") else _NotExporting()
 
 
 class Status:

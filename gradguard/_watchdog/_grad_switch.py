@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from types import CodeType, FrameType
 from typing import Any
 
 import torch
@@ -12,19 +13,61 @@ from gradguard import _findings
 from gradguard._watchdog import _built
 from gradguard._watchdog._common import is_compiling, local, status
 
+# Whether any thread ever recorded a bare switch: until one does, switching gradients back on has
+# nothing to forget, and returns at once (torch.no_grad()'s exit, Optimizer.step's second switch).
+_recorded = [False]
+
+# Code object of a caller -> whether it is torch's or gradguard's (never the user's bare switch).
+_internal: dict[CodeType, bool] = {}
+_INTERNAL_CACHE_SIZE = 4096
+
+
+def _is_internal(caller: FrameType) -> bool:
+    """Whether ``caller`` is torch's or gradguard's code (then remembered for its code object)."""
+    if len(_internal) >= _INTERNAL_CACHE_SIZE:
+        _internal.clear()  # code made by exec() in a loop: never let the cache grow unbounded
+    module = caller.f_globals.get("__name__", "")
+    internal = isinstance(module, str) and module.startswith(("torch.", "gradguard."))
+    _internal[caller.f_code] = internal
+    return internal
+
+
+# What PyTorch's own set_grad_enabled.__init__ refers to: ``self.prev = torch.is_grad_enabled()``,
+# ``self.mode = mode``, ``torch._C._set_grad_enabled(mode)``.
+_INIT_NAMES = ("torch", "is_grad_enabled", "prev", "mode", "_C", "_set_grad_enabled")
+
 
 def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
-    """``set_grad_enabled.__init__`` that remembers where the user switched gradients off."""
+    """``set_grad_enabled.__init__`` that remembers where the user switched gradients off.
+
+    It runs for every ``torch.no_grad()`` block and twice per ``optimizer.step()`` (PyTorch's own
+    switches), so those return after one look at the caller's code object; and where
+    ``original`` is PyTorch's known three lines, they are done here (one Python frame less).
+    """
+    built = _built.built  # mutated in place, never rebound
+    code = getattr(original, "__code__", None)
+    inline = code is not None and code.co_names == _INIT_NAMES and code.co_argcount == 2
+    is_grad_enabled = torch.is_grad_enabled
+    set_grad_mode = torch._C._set_grad_enabled
 
     def __init__(self: Any, mode: bool) -> None:
-        original(self, mode)
+        if inline:
+            self.prev = is_grad_enabled()
+            self.mode = mode
+            set_grad_mode(mode)
+        else:
+            original(self, mode)
+        if mode and not _recorded[0]:
+            return
         try:
             caller = sys._getframe(1)
-            if not mode and _built.built and not is_compiling():
+            if not mode and built and not is_compiling():
                 # Gradients going off is where a model only ever called starts to matter.
                 _built.on_grad_disabled(caller)
-            module = caller.f_globals.get("__name__", "")
-            if module.startswith(("torch.", "gradguard.")):
+            internal = _internal.get(caller.f_code)
+            if internal is None:
+                internal = _is_internal(caller)
+            if internal:
                 # torch.no_grad()/enable_grad() on enter and exit, Optimizer.step's own switch, or
                 # gradguard's own scopes and inference_fn: scoped, and never the user's bare
                 # switch (and no is_compiling() to ask on every step).
@@ -35,6 +78,7 @@ def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
                 local.disabled_by = None
                 local.disabled_at = None
             else:
+                _recorded[0] = True
                 local.disabled_by = self
                 local.disabled_at = _findings.user_site(caller)
         except Exception:  # fail open: remembering the site is a nicety

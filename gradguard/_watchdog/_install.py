@@ -15,7 +15,7 @@ from torch.utils.hooks import RemovableHandle
 
 from gradguard import _config, _findings, _state
 from gradguard._watchdog import _built, _graphs, _reach
-from gradguard._watchdog._backward import explaining
+from gradguard._watchdog._backward import explaining, explaining_tensor_backward
 from gradguard._watchdog._common import handles, local, lock, status, strict
 from gradguard._watchdog._grad_switch import forgetting, remembering_init
 from gradguard._watchdog._optimizer import optimizer_cache, optimizer_step_pre_hook
@@ -24,7 +24,8 @@ from gradguard._watchdog._train_mode import mode_dependent_cache
 # (owner, attribute name, original value, our value) of every patch, in the order applied.
 _patches: list[tuple[Any, str, Any, Any]] = []
 _global_hooks: list[RemovableHandle] = []
-_deep_hooks: list[RemovableHandle] = []
+# (original, ours) of deep mode's nn.Module.__call__, while it is on.
+_deep_patch: list[tuple[Any, Any]] = []
 
 
 class WatchHandle:
@@ -34,7 +35,7 @@ class WatchHandle:
 
     Attributes:
         strict: the ``strict`` this handle was opened with (``None``: the environment decides).
-        deep: whether this handle asked for global module hooks.
+        deep: whether this handle asked to see every module call (``deep=True``).
     """
 
     def __init__(self, strict: bool | None, deep: bool) -> None:
@@ -58,7 +59,7 @@ class WatchHandle:
             if not handles:
                 _uninstall(strict_now)
             elif self.deep and not any(h.deep for h in handles):
-                _remove_deep()
+                _warn_stuck(_remove_deep(), stacklevel=3)
 
     def __enter__(self) -> WatchHandle:
         return self
@@ -97,9 +98,9 @@ def watch(*, strict: bool | None = None, deep: bool = False) -> WatchHandle:
         strict: ``True`` raises every watchdog finding as a ``GradGuardError`` where it is
             detected, ``False`` only warns, ``None`` follows ``GRADGUARD_STRICT`` /
             :func:`gradguard.configure`. The most recently opened handle that sets it wins.
-        deep: also install global module forward hooks so that every model is seen, even one
-            never touched by the calls above. This takes every module call in the process off
-            PyTorch's fast path; see the benchmark figures in the README.
+        deep: also see every model at its first call, even one never touched by the calls
+            above: a layer on ``nn.Module.__call__`` (no global hook) that every module call in
+            the process passes; see the benchmark figures in ``docs/watchdog.md``.
 
     Raises:
         TypeError: ``strict`` is not a bool or None, or ``deep`` is not a bool.
@@ -212,8 +213,12 @@ def _install() -> None:
             wrap = _reach.noting_train if name == "train" else _reach.noting
             _patch(nn.Module, name, wrap(original))
         _patch(nn.Module, "__setstate__", _built.unpickling(nn.Module.__dict__["__setstate__"]))
-        _patch(torch.Tensor, "backward", explaining(torch.Tensor.backward, "self"))
-        _patch(torch.autograd, "backward", explaining(torch.autograd.backward, "tensors"))
+        autograd_backward = torch.autograd.backward
+        tensor_backward = explaining_tensor_backward(torch.Tensor.backward, autograd_backward)
+        _patch(torch.Tensor, "backward", tensor_backward)
+        _patch(torch.autograd, "backward", explaining(autograd_backward, "tensors"))
+        # Tensor.backward goes straight to PyTorch's torch.autograd.backward past this wrapper.
+        getattr(tensor_backward, "_gradguard_wrapper_of", []).append(torch.autograd.backward)
         # Methods of the class, not the class itself: torch.compile recognises
         # torch.set_grad_enabled by identity, and traces it without calling __init__.
         switch = _set_grad_enabled_class
@@ -247,10 +252,10 @@ def _install() -> None:
 
 
 def _uninstall(strict: bool | None = None) -> None:
-    _remove_deep()
+    stuck = _remove_deep()
     _state.tree_listener = None
     status.installed = False
-    stuck = _unpatch()
+    stuck += _unpatch()
     while _global_hooks:
         _global_hooks.pop().remove()
     stuck += _reach.forget_all()
@@ -258,27 +263,43 @@ def _uninstall(strict: bool | None = None) -> None:
     local.__dict__.clear()
     optimizer_cache.clear()
     mode_dependent_cache.clear()
+    _warn_stuck(stuck, stacklevel=4)
+    _graphs.report_unused_graphs(strict)
+
+
+def _warn_stuck(stuck: list[str], stacklevel: int) -> None:
     if stuck:
         warnings.warn(
             "gradguard.unwatch(): other code wrapped " + ", ".join(stuck) + " after watch(), so "
             "gradguard's layer could not be taken out from under it without removing that code's "
             "layer too; it stays there and passes every call straight on, checking nothing",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
-    _graphs.report_unused_graphs(strict)
 
 
 def _install_deep() -> None:
-    _deep_hooks.append(nn.modules.module.register_module_forward_pre_hook(_reach.deep_pre_hook))
+    original = nn.Module.__dict__["__call__"]
+    ours = _reach.deep_call(original)
+    _deep_patch.append((original, ours))
+    setattr(nn.Module, "__call__", ours)  # noqa: B010  # mypy refuses assigning a method
     status.deep = True
 
 
-def _remove_deep() -> None:
-    while _deep_hooks:
-        _deep_hooks.pop().remove()
+def _remove_deep() -> list[str]:
+    """Take deep mode's layer off; name it when other code wrapped it since (it stays, inert)."""
     status.deep = False
     _reach.reset_covered()
+    stuck = []
+    while _deep_patch:
+        original, ours = _deep_patch.pop()
+        if nn.Module.__dict__.get("__call__") is ours:
+            setattr(nn.Module, "__call__", original)  # noqa: B010  # as above
+        elif not str(getattr(nn.Module.__dict__.get("__call__"), "__module__", "")).startswith(
+            "torch."
+        ):
+            stuck.append("torch.nn.modules.module.Module.__call__")
+    return stuck
 
 
 def watch_from_environment() -> WatchHandle | None:

@@ -11,23 +11,40 @@ from torch import nn
 
 from gradguard import _findings
 from gradguard._watchdog import _built, _graphs, _reach
-from gradguard._watchdog._common import fail_open, is_compiling, model_name, report, status
+from gradguard._watchdog._common import (
+    compiler,
+    fail_open,
+    is_dynamo_compiling,
+    model_name,
+    report,
+    status,
+)
 from gradguard._watchdog._grad_switch import describe_grad_disabled
-from gradguard._watchdog._train_mode import mode_dependent, mode_dependent_layers
+from gradguard._watchdog._train_mode import mode_dependent, mode_dependent_layers, runs_as_in
 
 
 class _OptimizerView:
-    """Which watched models own an optimizer's parameters (cached until something changes)."""
+    """Which watched models own an optimizer's parameters (cached until something changes).
 
-    __slots__ = ("all_owned", "grad_at", "key", "roots")
+    Valid while the watchdog's models and the modules' structure are as they were
+    (``status.models_version``, ``status.structure``) and the optimizer has the same
+    ``param_groups`` list with as many groups and parameters: ``add_param_group`` and
+    ``load_state_dict`` change one of those.
+    """
 
-    def __init__(self, key: tuple[int, ...]) -> None:
-        self.key = key
+    __slots__ = ("all_owned", "count", "groups", "models_version", "probe", "roots", "structure")
+
+    def __init__(self, groups: list[dict[str, Any]], count: int) -> None:
+        self.models_version = status.models_version
+        self.structure = status.structure
+        self.groups = groups
+        self.count = count
         self.roots: list[tuple[weakref.ref[nn.Module], list[torch.Tensor]]] = []
         self.all_owned = False
-        # (group, index) of the parameter that had a gradient at the last step: looked at first,
-        # so a step that fine-tunes a head behind a frozen backbone does not scan the backbone.
-        self.grad_at = (0, 0)
+        # The parameter that had a gradient at the last step: looked at first, so a step that
+        # fine-tunes a head behind a frozen backbone does not scan the backbone. (The optimizer
+        # holds it anyway, and the view goes when the optimizer does.)
+        self.probe: torch.Tensor | None = None
 
 
 # id(optimizer) -> (weak reference, view). Not a WeakKeyDictionary: its lookup makes a weak
@@ -45,22 +62,32 @@ def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
-def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
-    groups = optimizer.param_groups
+def _count(groups: list[dict[str, Any]]) -> int:
     count = 0
     for group in groups:
         count += len(group["params"])
-    key = (status.models_version, status.structure, len(groups), count)
+    return count
+
+
+def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
+    groups = optimizer.param_groups
     entry = optimizer_cache.get(id(optimizer))
-    if entry is not None and entry[1].key == key and entry[0]() is optimizer:
-        return entry[1]
+    if entry is not None:
+        view = entry[1]
+        if (
+            view.groups is groups
+            and view.models_version == status.models_version
+            and view.structure == status.structure
+            and entry[0]() is optimizer
+            and view.count == _count(groups)
+        ):
+            return view
     params = _optimizer_params(optimizer)
     for param in params:
         root = _reach.root_of_parameter(param)
         if root is not None and id(root) not in _reach.models:
             _reach.note(root)
-    key = (status.models_version, status.structure, len(optimizer.param_groups), count)
-    view = _OptimizerView(key)
+    view = _OptimizerView(groups, len(params))
     models = _reach.known_models()
     trees = [(model, frozenset(map(id, model.modules()))) for model in models]
     # Only the outermost watched models: a frozen submodule noted by its own eval() belongs
@@ -84,30 +111,54 @@ def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
 
 
 def _has_gradient(optimizer: torch.optim.Optimizer, view: _OptimizerView) -> bool:
-    """Whether some parameter of ``optimizer`` has a gradient (the last one found, first)."""
-    groups = optimizer.param_groups
-    group, index = view.grad_at
-    if group < len(groups):
-        params = groups[group]["params"]
-        if index < len(params) and params[index].grad is not None:
-            return True
-    for group, entry in enumerate(groups):
-        for index, param in enumerate(entry["params"]):
+    """Whether some parameter of ``optimizer`` has a gradient (remembered in ``view.probe``)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
             if param.grad is not None:
-                view.grad_at = (group, index)
+                view.probe = param
                 return True
     return False
 
 
+_pending = _graphs.pending  # mutated in place, never rebound
+_built_modules = _built.built  # likewise
+
+
 def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Global optimizer step pre-hook: GG004 and GG005."""
-    if is_compiling():
+    """Global optimizer step pre-hook: GG004 and GG005.
+
+    It runs on every step, so the common case (the parameter that had a gradient last time has
+    one, and every model it steps is training) is a handful of lookups.
+    """
+    if is_dynamo_compiling() or compiler._is_compiling_flag:
         return
-    if _graphs.pending:
+    if _pending:
         _graphs.flush_pending()
-    if _built.built:
+    if _built_modules:
         _built.note_built_safely()
-    _check_step(optimizer, args, kwargs)
+    entry = optimizer_cache.get(id(optimizer))
+    if entry is not None:
+        view = entry[1]
+        probe = view.probe
+        if (
+            probe is not None
+            and probe.grad is not None
+            and view.groups is optimizer.param_groups
+            and view.models_version == status.models_version
+            and view.structure == status.structure
+            and entry[0]() is optimizer
+        ):
+            # The parameter count is not compared here: a group whose list was changed in place
+            # is seen at the next step whose probe has no gradient.
+            if not view.all_owned:
+                return
+            for ref, _stepped in view.roots:
+                model = ref()
+                if model is not None and not model.training:
+                    break
+            else:
+                return
+    _check_step_safely(optimizer, args, kwargs)
 
 
 @fail_open("optimizer step")
@@ -124,10 +175,14 @@ def _trains_a_part(stepped: list[torch.Tensor]) -> bool:
 
 
 def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    # args holds the optimizer itself first, then step's own arguments.
-    closure = args[1] if len(args) > 1 else kwargs.get("closure")
     view = _view_of(optimizer)
-    if closure is None and not _has_gradient(optimizer, view):
+    probe = view.probe
+    # args holds the optimizer itself first, then step's own arguments.
+    if (
+        (probe is None or probe.grad is None)
+        and not _has_gradient(optimizer, view)
+        and (args[1] if len(args) > 1 else kwargs.get("closure")) is None
+    ):
         why = "backward() was not called since zero_grad(), or it ran on a loss without a graph"
         if not torch.is_grad_enabled():
             why += f" (gradients are disabled {describe_grad_disabled()})"
@@ -151,8 +206,8 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
             continue
         if _trains_a_part(stepped):
             continue  # a linear probe: the part being stepped was put in training on purpose
-        if not mode_dependent(model):
-            continue  # eval mode changes nothing in this model: nothing to report
+        if not mode_dependent(model) or not runs_as_in(model, training=False):
+            continue  # no layer of this model runs differently for being in eval
         name = model_name(model)
         eval_site = _reach.eval_sites.get(model)
         if eval_site is None:
@@ -173,3 +228,6 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
             "`with gradguard.evaluating(model):`, which puts the flags back)",
             site,
         )
+
+
+_check_step_safely = fail_open("optimizer step")(_check_step)
