@@ -790,6 +790,25 @@ def test_internal_error_fails_open(
     assert out.shape == (4, 3)
 
 
+def test_internal_error_in_the_step_hook_fails_open(
+    watched: gradguard.WatchHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An internal error while the step hook learns the optimizer warns; the step still runs."""
+    from gradguard._watchdog import _reach
+
+    def broken(param: torch.Tensor) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(_reach, "root_of_parameter", broken)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(batch()).sum().backward()
+    before = model.head[1].weight.detach().clone()
+    with pytest.warns(gradguard.InternalCheckWarning, match="optimizer step.*KeyError"):
+        optimizer.step()
+    assert not torch.equal(model.head[1].weight, before)
+
+
 def test_allow_in_one_thread_does_not_silence_another(watched: gradguard.WatchHandle) -> None:
     """allow() is per thread: a forward in another thread is still checked."""
     model = Net()
