@@ -16,9 +16,10 @@ forward (batch 1, under ``no_grad``) on models of 10, 100, 1,000 and 5,000 modul
 Targets (absolute, per call): a ``train()``/``eval()`` pair at most +2 us whatever the size, a
 training step at most +5 us, an eval forward at most +3 us, and ``deep=True`` at most +0.5 us
 per module call over ``watch()`` (the difference of the two arms in each round, divided by the
-module calls of one workload call). A target is met when the whole confidence interval of the cost is within it,
-MISSED (exit status 1) when the whole interval is over it, and otherwise not resolved: the run
-cannot tell, and says so (on a big workload a few microseconds are below any machine's noise).
+module calls of one workload call). A target is met when the whole confidence interval of the
+cost is within it, MISSED (exit status 1) when the whole interval is over it, and otherwise not
+resolved: the run cannot tell, and says so (on a big workload a few microseconds are below any
+machine's noise).
 
 Options: ``--quick`` (fewer rounds), ``--cuda`` (the same workloads on the GPU, timed with
 ``torch.cuda.synchronize`` and wall time, since the GPU's work is not the host thread's),
