@@ -86,7 +86,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
     venv.create(environment, with_pip=True)
     python = str(environment / "bin" / "python")
     pip = [python, "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS)]
-    _check([*pip, "torch==2.13.0"])
+    # --no-compile, as `make install` does: byte-compiling all of torch costs more than unpacking
+    # it; the modules the tests import are compiled on first use.
+    _check([*pip, "--no-compile", "torch==2.13.0"])
     _check([*pip, str(wheel), "pytest>=8"])
     work = base / "project"
     work.mkdir()

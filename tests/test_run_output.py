@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 GG002_SCRIPT = """\
 import warnings
 import torch
@@ -59,15 +61,24 @@ def run(
     )
 
 
+@pytest.fixture(scope="module")
+def gg002_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    """`gradguard run train.py` on GG002_SCRIPT, stderr a pipe without COLUMNS; run once for the
+    tests that read its plain output."""
+    return run(tmp_path_factory.mktemp("gg002"), GG002_SCRIPT)
+
+
 def frames(traceback_text: str) -> list[str]:
     """The file names of a rendered traceback's frames, outermost first."""
     return re.findall(r'^  File "([^"]+)", line \d+', traceback_text, re.M)
 
 
-def test_live_finding_is_one_short_line_and_the_summary_has_it_in_full(tmp_path: Path) -> None:
+def test_live_finding_is_one_short_line_and_the_summary_has_it_in_full(
+    gg002_run: subprocess.CompletedProcess[str],
+) -> None:
     """The GG002 warning shows as `train.py:9: GG002 train-mode-without-grad (see summary)`;
     its message appears once, in the summary; the program's own warning is Python's as ever."""
-    result = run(tmp_path, GG002_SCRIPT)
+    result = gg002_run
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0] == f"train.py:{GG002_LINE}: GG002 train-mode-without-grad (see summary)"
@@ -102,9 +113,11 @@ def test_output_is_wrapped_to_the_terminal_width_without_breaking_paths(tmp_path
     assert str(tmp_path / "train.py") in result.stderr  # the path whole
 
 
-def test_a_pipe_without_columns_gets_unwrapped_lines(tmp_path: Path) -> None:
+def test_a_pipe_without_columns_gets_unwrapped_lines(
+    gg002_run: subprocess.CompletedProcess[str],
+) -> None:
     """Output to a pipe (no terminal, no COLUMNS) is not wrapped: one line per message."""
-    result = run(tmp_path, GG002_SCRIPT)
+    result = gg002_run
     summary = result.stderr[result.stderr.index("gradguard: 1 finding\n") :].splitlines()
     assert len(summary) == 4
     assert summary[2].startswith("      Sequential is in training mode")

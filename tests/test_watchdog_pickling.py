@@ -123,27 +123,39 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("GRADGUARD_")}
 
 
-def _save(tmp_path: Path, name: str, watched: bool) -> Path:
-    out = tmp_path / name
+def _save(folder: Path, name: str, watched: bool) -> Path:
+    out = folder / name
     out.mkdir()
-    script = tmp_path / "train_and_save.py"
+    script = folder / "train_and_save.py"
     command = [sys.executable, "-m", "gradguard", "run", "--strict", str(script), str(out)]
     if not watched:
         command = [sys.executable, str(script), str(out)]
     done = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300
+        command, cwd=folder, capture_output=True, text=True, env=_env(), timeout=300
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "saved" in done.stdout
     return out
 
 
-def test_checkpoint_saved_while_watched_is_byte_for_byte_an_unwatched_one(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model module and the training script, with its files saved once under `gradguard run`.
+
+    Both tests read the watched run's files; each run is a fresh interpreter training and saving
+    in the same way, so one run serves both.
+    """
+    folder = tmp_path_factory.mktemp("pickling")
+    (folder / "netdef.py").write_text(MODEL_SOURCE)
+    (folder / "train_and_save.py").write_text(TRAIN_AND_SAVE)
+    _save(folder, "watched", watched=True)
+    return folder
+
+
+def test_checkpoint_saved_while_watched_is_byte_for_byte_an_unwatched_one(saved: Path) -> None:
     """Under `gradguard run`, torch.save/pickle/deepcopy write exactly what plain python writes."""
-    (tmp_path / "netdef.py").write_text(MODEL_SOURCE)
-    (tmp_path / "train_and_save.py").write_text(TRAIN_AND_SAVE)
-    plain = _save(tmp_path, "plain", watched=False)
-    watched = _save(tmp_path, "watched", watched=True)
+    plain = _save(saved, "plain", watched=False)
+    watched = saved / "watched"
     for name in FILES:
         data = (watched / name).read_bytes()
         assert b"gradguard" not in data, name
@@ -151,25 +163,23 @@ def test_checkpoint_saved_while_watched_is_byte_for_byte_an_unwatched_one(tmp_pa
             assert data == (plain / name).read_bytes(), name
 
 
-def test_checkpoint_saved_while_watched_loads_where_gradguard_is_absent(tmp_path: Path) -> None:
+def test_checkpoint_saved_while_watched_loads_where_gradguard_is_absent(saved: Path) -> None:
     """A fresh interpreter without gradguard on its path loads it, weights_only True and False."""
-    (tmp_path / "netdef.py").write_text(MODEL_SOURCE)
-    (tmp_path / "train_and_save.py").write_text(TRAIN_AND_SAVE)
-    (tmp_path / "load.py").write_text(LOAD_WITHOUT_GRADGUARD)
-    watched = _save(tmp_path, "watched", watched=True)
+    (saved / "load.py").write_text(LOAD_WITHOUT_GRADGUARD)
+    watched = saved / "watched"
     # -S: no site-packages processing, so the editable install's path entry is not added;
     # torch's own folder and the model's are put on the path by hand.
     bootstrap = textwrap.dedent(
         f"""
         import sys, runpy
-        sys.path[:0] = [{str(tmp_path)!r}, {sysconfig.get_paths()["purelib"]!r}]
+        sys.path[:0] = [{str(saved)!r}, {sysconfig.get_paths()["purelib"]!r}]
         sys.argv = ["load.py", {str(watched)!r}]
-        runpy.run_path({str(tmp_path / "load.py")!r}, run_name="__main__")
+        runpy.run_path({str(saved / "load.py")!r}, run_name="__main__")
         """
     )
     done = subprocess.run(
         [sys.executable, "-S", "-c", bootstrap],
-        cwd=tmp_path,
+        cwd=saved,
         capture_output=True,
         text=True,
         env=_env(),
