@@ -350,6 +350,33 @@ def test_deep_mode_checks_the_first_call_of_an_eval_model_nobody_touched() -> No
     assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
 
 
+class CountingNet(Net):
+    """A model whose own ``__call__`` does work around PyTorch's (a call counter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __call__(self, *args: object, **kwargs: object) -> torch.Tensor:
+        self.calls += 1
+        return super().__call__(*args, **kwargs)  # type: ignore[no-any-return]
+
+
+def test_deep_mode_runs_a_models_own_call_once_at_its_first_call() -> None:
+    """deep=True checks the first call where it sees it: the model's own __call__ runs once."""
+    model = CountingNet()
+    hooked: list[str] = []
+    model.register_forward_pre_hook(lambda _module, _args: hooked.append("pre"))
+    with gradguard.watch(deep=True):
+        with pytest.warns(gradguard.TrainModeWithoutGradWarning), torch.no_grad():
+            model(batch())
+        assert (model.calls, hooked) == (1, ["pre"])
+        assert _watchdog.known_models() == [model]
+        model(batch())
+        assert (model.calls, hooked) == (2, ["pre", "pre"])
+    assert [f.code for f in gradguard.findings()] == ["GG002"]
+
+
 def test_deep_mode_adds_no_global_hook_and_gives_module_call_back() -> None:
     """deep=True is a layer on nn.Module.__call__ while a deep handle is open, no global hook."""
     original = nn.Module.__dict__["__call__"]
