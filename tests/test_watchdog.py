@@ -770,6 +770,35 @@ def test_step_with_closure_is_fine(watched: gradguard.WatchHandle) -> None:
     assert gradguard.findings() == []
 
 
+def test_param_group_added_after_a_step_is_checked(watched: gradguard.WatchHandle) -> None:
+    """add_param_group() after some steps: the new group's model, left in eval, is GG004."""
+    model = Net()
+    head = Net().eval()  # switched to eval before the first step: nothing else changes after
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    model(batch()).sum().backward()
+    optimizer.step()
+    optimizer.add_param_group({"params": head.parameters()})
+    (model(batch()).sum() + head(batch()).sum()).backward()
+    with pytest.warns(gradguard.EvalModeTrainingWarning) as caught:
+        line = here() + 1
+        optimizer.step()
+    assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
+
+
+def test_group_given_other_parameters_is_checked(watched: gradguard.WatchHandle) -> None:
+    """A group's params replaced after a step (a new head): a step with no gradient is GG005."""
+    model = Net()
+    head = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    model(batch()).sum().backward()
+    optimizer.step()
+    optimizer.param_groups[0]["params"] = list(head.parameters())
+    with pytest.warns(gradguard.StepWithoutGradientsWarning) as caught:
+        line = here() + 1
+        optimizer.step()  # head has no gradient; model's (no longer stepped) still have theirs
+    assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
+
+
 # --------------------------------------------------------------------------------------------
 # Strictness, fail-open, threads, compile
 # --------------------------------------------------------------------------------------------
