@@ -846,6 +846,24 @@ def test_internal_error_fails_open(
     assert out.shape == (4, 3)
 
 
+def test_internal_error_in_deep_modes_first_call_fails_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """deep=True: an internal error while a model's first call is looked at warns; it runs."""
+
+    def broken() -> list[object]:
+        raise RuntimeError("dictionary changed size during iteration")
+
+    monkeypatch.setattr(_reach, "_rebuild_covered", broken)
+    model = Net().eval()
+    with (
+        gradguard.watch(deep=True),
+        pytest.warns(gradguard.InternalCheckWarning, match="RuntimeError: dictionary"),
+    ):
+        out = model(batch())
+    assert out.shape == (4, 3)
+
+
 def test_internal_error_in_the_step_hook_fails_open(
     watched: gradguard.WatchHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -465,8 +465,13 @@ def deep_call(original: Callable[..., Any]) -> Callable[..., Any]:
     return __call__
 
 
+@fail_open("model discovery")
 def _first_call(module: nn.Module) -> bool:
-    """Note ``module`` if it is an outermost call; whether this call is to be checked here."""
+    """Note ``module`` if it is an outermost call; whether this call is to be checked here.
+
+    Fails open (the call goes straight on): it walks every watched model, and runs inside every
+    module call in the process that is not in one yet.
+    """
     if not status.deep or _tracing_state() is not None:
         return False
     covered = _covered
