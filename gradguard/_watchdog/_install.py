@@ -208,7 +208,6 @@ def _unpatch() -> list[str]:
 
 
 def _install() -> None:
-    status.installation += 1
     originals = {
         name: nn.Module.__dict__[name]
         for name in ("train", "eval", "to", "cuda", "cpu", "load_state_dict")
