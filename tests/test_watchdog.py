@@ -350,6 +350,33 @@ def test_deep_mode_checks_the_first_call_of_an_eval_model_nobody_touched() -> No
     assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
 
 
+class CountingNet(Net):
+    """A model whose own ``__call__`` does work around PyTorch's (a call counter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __call__(self, *args: object, **kwargs: object) -> torch.Tensor:
+        self.calls += 1
+        return super().__call__(*args, **kwargs)  # type: ignore[no-any-return]
+
+
+def test_deep_mode_runs_a_models_own_call_once_at_its_first_call() -> None:
+    """deep=True checks the first call where it sees it: the model's own __call__ runs once."""
+    model = CountingNet()
+    hooked: list[str] = []
+    model.register_forward_pre_hook(lambda _module, _args: hooked.append("pre"))
+    with gradguard.watch(deep=True):
+        with pytest.warns(gradguard.TrainModeWithoutGradWarning), torch.no_grad():
+            model(batch())
+        assert (model.calls, hooked) == (1, ["pre"])
+        assert _watchdog.known_models() == [model]
+        model(batch())
+        assert (model.calls, hooked) == (2, ["pre", "pre"])
+    assert [f.code for f in gradguard.findings()] == ["GG002"]
+
+
 def test_deep_mode_adds_no_global_hook_and_gives_module_call_back() -> None:
     """deep=True is a layer on nn.Module.__call__ while a deep handle is open, no global hook."""
     original = nn.Module.__dict__["__call__"]
@@ -743,6 +770,35 @@ def test_step_with_closure_is_fine(watched: gradguard.WatchHandle) -> None:
     assert gradguard.findings() == []
 
 
+def test_param_group_added_after_a_step_is_checked(watched: gradguard.WatchHandle) -> None:
+    """add_param_group() after some steps: the new group's model, left in eval, is GG004."""
+    model = Net()
+    head = Net().eval()  # switched to eval before the first step: nothing else changes after
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    model(batch()).sum().backward()
+    optimizer.step()
+    optimizer.add_param_group({"params": head.parameters()})
+    (model(batch()).sum() + head(batch()).sum()).backward()
+    with pytest.warns(gradguard.EvalModeTrainingWarning) as caught:
+        line = here() + 1
+        optimizer.step()
+    assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
+
+
+def test_group_given_other_parameters_is_checked(watched: gradguard.WatchHandle) -> None:
+    """A group's params replaced after a step (a new head): a step with no gradient is GG005."""
+    model = Net()
+    head = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    model(batch()).sum().backward()
+    optimizer.step()
+    optimizer.param_groups[0]["params"] = list(head.parameters())
+    with pytest.warns(gradguard.StepWithoutGradientsWarning) as caught:
+        line = here() + 1
+        optimizer.step()  # head has no gradient; model's (no longer stepped) still have theirs
+    assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
+
+
 # --------------------------------------------------------------------------------------------
 # Strictness, fail-open, threads, compile
 # --------------------------------------------------------------------------------------------
@@ -787,6 +843,24 @@ def test_internal_error_fails_open(
         for _ in range(3):
             out = model(batch())
     assert len(caught) == 1
+    assert out.shape == (4, 3)
+
+
+def test_internal_error_in_deep_modes_first_call_fails_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """deep=True: an internal error while a model's first call is looked at warns; it runs."""
+
+    def broken() -> list[object]:
+        raise RuntimeError("dictionary changed size during iteration")
+
+    monkeypatch.setattr(_reach, "_rebuild_covered", broken)
+    model = Net().eval()
+    with (
+        gradguard.watch(deep=True),
+        pytest.warns(gradguard.InternalCheckWarning, match="RuntimeError: dictionary"),
+    ):
+        out = model(batch())
     assert out.shape == (4, 3)
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import traceback
 from collections.abc import Callable, Iterator
+from typing import ClassVar
 
 import pytest
 import torch
 
 import gradguard
+from gradguard._watchdog import _backward
 
 ORIGINALS = {"Tensor.backward": torch.Tensor.backward, "autograd.backward": torch.autograd.backward}
 
@@ -75,3 +78,35 @@ def test_wrappers_keep_the_wrapped_signatures() -> None:
     assert torch.Tensor.backward is not ORIGINALS["Tensor.backward"]
     gradguard.unwatch()
     assert torch.Tensor.backward is ORIGINALS["Tensor.backward"]
+
+
+class Logged(torch.Tensor):
+    """A tensor subclass that sees every call on it (``__torch_function__``), as loggers do."""
+
+    calls: ClassVar[list[str]] = []
+
+    @classmethod
+    def __torch_function__(
+        cls,
+        func: Callable[..., object],
+        types: tuple[type, ...],
+        args: tuple[object, ...] = (),
+        kwargs: dict[str, object] | None = None,
+    ) -> object:
+        cls.calls.append(getattr(func, "__name__", repr(func)))
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize("subclass", [False, True], ids=["tensor", "subclass"])
+def test_gg003_traceback_shows_only_the_programs_frames(subclass: bool) -> None:
+    """GG003's traceback is the program's frames and the one layer that raised it, nothing more."""
+    w = _leaf().as_subclass(Logged) if subclass else _leaf()
+    with torch.no_grad():
+        loss = (w * 2).sum()
+        with pytest.raises(gradguard.GradGuardError, match="GG003") as raised:
+            loss.backward()
+    frames = traceback.extract_tb(raised.value.__traceback__)
+    # Only the layer that raises it is not the program's: no torch frame, no inner layer.
+    assert [f.filename for f in frames if f.filename != __file__] == [_backward.__file__]
+    assert "does not require grad" in str(raised.value.__cause__)
+    assert "backward" in Logged.calls or not subclass

@@ -118,3 +118,36 @@ def test_step_of_a_head_behind_a_frozen_backbone_is_silent_and_gg005_still_found
         with pytest.warns(gradguard.StepWithoutGradientsWarning):
             optimizer.step()
     assert [f.code for f in gradguard.findings()] == ["GG005"]
+
+
+class Walked(nn.Module):
+    """Counts how often its tree is walked (``named_modules``, which ``modules()`` uses)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout())
+        self.walks = 0
+
+    def named_modules(self, *args: Any, **kwargs: Any) -> Iterator[tuple[str, nn.Module]]:
+        self.walks += 1
+        return super().named_modules(*args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)  # type: ignore[no-any-return]
+
+
+def test_silent_forwards_of_a_wrapper_around_an_eval_model_do_not_walk_it() -> None:
+    """nn.DataParallel(model.eval()) under no_grad, call after call: silent, and the model's tree
+    is looked at once, not at every forward (its layers' flags are all a forward reads)."""
+    model = Walked().eval()
+    wrapped = nn.DataParallel(model)
+    with gradguard.watch(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wrapped.to("cpu")  # noted: the wrapper, in training itself, is the watched root
+        with torch.no_grad():
+            wrapped(torch.randn(2, 4))
+            walks = model.walks
+            for _ in range(5):
+                wrapped(torch.randn(2, 4))
+    assert model.walks == walks
+    assert gradguard.findings() == []

@@ -112,3 +112,35 @@ def test_scope_and_watchdog_layers_on_one_class_come_off_in_any_order(order: str
     fresh = torch.nn.Sequential(torch.nn.Linear(2, 2))
     assert type(fresh).__call__ is torch.nn.Module.__call__
     assert model.training
+
+
+TORCH_CALL = nn.Module.__dict__["__call__"]
+
+
+@pytest.mark.parametrize("leaves", ["after-unwatch", "while-watched-again"])
+def test_deep_layer_left_under_a_tool_comes_off_once_the_tool_leaves(leaves: str) -> None:
+    """deep=True's layer stays under a tool that wrapped nn.Module.__call__ (told so); once the
+    tool puts back what it found, the next watch(deep=True) still checks, and its close gives
+    nn.Module PyTorch's own __call__ back, with no word of other code."""
+    calls: list[str] = []
+    try:
+        handle = gradguard.watch(deep=True)
+        found = nn.Module.__dict__["__call__"]
+        nn.Module.__call__ = _counting(found, calls)  # type: ignore[method-assign]
+        with pytest.warns(RuntimeWarning, match=r"other code wrapped .*Module\.__call__"):
+            handle.close()
+        if leaves == "after-unwatch":
+            nn.Module.__call__ = found  # type: ignore[method-assign]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            handle = gradguard.watch(deep=True)
+            if leaves == "while-watched-again":
+                nn.Module.__call__ = found  # type: ignore[method-assign]
+            model = Net()
+            with pytest.warns(gradguard.TrainModeWithoutGradWarning), torch.no_grad():
+                model(torch.randn(2, 4))
+            assert _watchdog.known_models() == [model]
+            handle.close()
+        assert nn.Module.__dict__["__call__"] is TORCH_CALL
+    finally:
+        nn.Module.__call__ = TORCH_CALL  # type: ignore[method-assign]

@@ -123,14 +123,14 @@ def explaining_tensor_backward(
         create_graph: bool = False,
         inputs: Any = None,
     ) -> None:
-        if has_torch_function_unary(self):
-            # A tensor subclass: PyTorch's own path, through torch.autograd.backward (which
-            # gradguard's wrapper there explains).
-            return original(self, gradient, retain_graph, create_graph, inputs)  # type: ignore[no-any-return]
-        run = autograd.backward
-        if ours and run is ours[0]:
-            run = autograd_backward
         try:
+            if has_torch_function_unary(self):
+                # A tensor subclass: PyTorch's own path, its __torch_function__ then this layer
+                # again (which explains); from here up, only the program's frames.
+                return original(self, gradient, retain_graph, create_graph, inputs)  # type: ignore[no-any-return]
+            run = autograd.backward
+            if ours and run is ours[0]:
+                run = autograd_backward
             run(self, gradient, retain_graph, create_graph, inputs=inputs)
         except RuntimeError as error:
             raised = _explained(error, self)

@@ -39,13 +39,11 @@ compiler: Any = torch.compiler if hasattr(torch.compiler, "_is_compiling_flag") 
 class Status:
     """Counters and switches read on hot paths; one instance, mutated in place."""
 
-    __slots__ = ("deep", "installation", "installed", "models_version", "structure")
+    __slots__ = ("deep", "installed", "models_version", "structure")
 
     def __init__(self) -> None:
         self.installed = False
         self.deep = False
-        # Bumped by every install, so per-thread state of an earlier installation is dropped.
-        self.installation = 0
         # Bumped whenever a model is noted or forgotten.
         self.models_version = 0
         # Bumped whenever a parameter or submodule is registered anywhere: caches check it.

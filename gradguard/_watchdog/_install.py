@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import warnings
+import weakref
 from types import TracebackType
 from typing import Any
 
@@ -24,8 +25,12 @@ from gradguard._watchdog._train_mode import mode_dependent_cache
 # (owner, attribute name, original value, our value) of every patch, in the order applied.
 _patches: list[tuple[Any, str, Any, Any]] = []
 _global_hooks: list[RemovableHandle] = []
-# (original, ours) of deep mode's nn.Module.__call__, while it is on.
-_deep_patch: list[tuple[Any, Any]] = []
+# Deep mode's nn.Module.__call__ layer, while it is on.
+_deep_patch: list[Any] = []
+# Every deep-mode layer made, known by identity (a tool's functools.wraps copies attributes): one
+# left under another tool's layer at unwatch() is back on top once that tool puts back what it
+# found, and comes off then.
+_deep_layers: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class WatchHandle:
@@ -203,7 +208,6 @@ def _unpatch() -> list[str]:
 
 
 def _install() -> None:
-    status.installation += 1
     originals = {
         name: nn.Module.__dict__[name]
         for name in ("train", "eval", "to", "cuda", "cpu", "load_state_dict")
@@ -279,25 +283,35 @@ def _warn_stuck(stuck: list[str], stacklevel: int) -> None:
 
 
 def _install_deep() -> None:
-    original = nn.Module.__dict__["__call__"]
-    ours = _reach.deep_call(original)
-    _deep_patch.append((original, ours))
+    _take_off_deep_layers()  # one left under a tool that has gone since
+    ours = _reach.deep_call(nn.Module.__dict__["__call__"])
+    _deep_layers.add(ours)
+    _deep_patch.append(ours)
     setattr(nn.Module, "__call__", ours)  # noqa: B010  # mypy refuses assigning a method
     status.deep = True
+
+
+def _take_off_deep_layers() -> list[Any]:
+    """Take gradguard's deep-mode layers off the top of ``nn.Module.__call__``; return them."""
+    removed = []
+    top: Any = nn.Module.__dict__.get("__call__")
+    while top in _deep_layers:
+        removed.append(top)
+        top = top.__wrapped__
+        setattr(nn.Module, "__call__", top)  # noqa: B010  # as above
+    return removed
 
 
 def _remove_deep() -> list[str]:
     """Take deep mode's layer off; name it when other code wrapped it since (it stays, inert)."""
     status.deep = False
     _reach.reset_covered()
+    removed = _take_off_deep_layers()
     stuck = []
     while _deep_patch:
-        original, ours = _deep_patch.pop()
-        if nn.Module.__dict__.get("__call__") is ours:
-            setattr(nn.Module, "__call__", original)  # noqa: B010  # as above
-        elif not str(getattr(nn.Module.__dict__.get("__call__"), "__module__", "")).startswith(
-            "torch."
-        ):
+        ours = _deep_patch.pop()
+        top = nn.Module.__dict__.get("__call__")
+        if ours not in removed and not str(getattr(top, "__module__", "")).startswith("torch."):
             stuck.append("torch.nn.modules.module.Module.__call__")
     return stuck
 

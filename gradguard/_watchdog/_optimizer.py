@@ -28,23 +28,43 @@ class _OptimizerView:
 
     Valid while the watchdog's models and the modules' structure are as they were
     (``status.models_version``, ``status.structure``) and the optimizer has the same
-    ``param_groups`` list with as many groups and parameters: ``add_param_group`` and
-    ``load_state_dict`` change one of those.
+    ``param_groups`` list whose groups hold the same ``params`` lists, each as long as it was
+    (:func:`_is_current`): ``add_param_group``, ``load_state_dict``, a group given other
+    parameters or more of them change one of those.
     """
 
-    __slots__ = ("all_owned", "count", "groups", "models_version", "probe", "roots", "structure")
+    __slots__ = ("all_owned", "groups", "lists", "models_version", "probe_at", "roots", "structure")
 
-    def __init__(self, groups: list[dict[str, Any]], count: int) -> None:
+    def __init__(self, groups: list[dict[str, Any]]) -> None:
         self.models_version = status.models_version
         self.structure = status.structure
         self.groups = groups
-        self.count = count
+        self.lists = [(group["params"], len(group["params"])) for group in groups]
         self.roots: list[tuple[weakref.ref[nn.Module], list[torch.Tensor]]] = []
         self.all_owned = False
-        # The parameter that had a gradient at the last step: looked at first, so a step that
-        # fine-tunes a head behind a frozen backbone does not scan the backbone. (The optimizer
-        # holds it anyway, and the view goes when the optimizer does.)
-        self.probe: torch.Tensor | None = None
+        # Where the parameter that had a gradient at the last step is (its group's params list,
+        # its index): looked at first, so a step that fine-tunes a head behind a frozen backbone
+        # does not scan the backbone. A place, not the parameter: read from the list each time,
+        # it is always one the optimizer steps now.
+        self.probe_at: tuple[list[torch.Tensor], int] | None = None
+
+
+def _is_current(view: _OptimizerView, groups: list[dict[str, Any]]) -> bool:
+    """Whether ``view`` still describes the optimizer whose ``param_groups`` is ``groups``."""
+    lists = view.lists
+    if (
+        view.groups is not groups
+        or view.models_version != status.models_version
+        or view.structure != status.structure
+        or len(groups) != len(lists)
+    ):
+        return False
+    for index, group in enumerate(groups):
+        params, count = lists[index]
+        current = group["params"]
+        if current is not params or len(current) != count:
+            return False
+    return True
 
 
 # id(optimizer) -> (weak reference, view). Not a WeakKeyDictionary: its lookup makes a weak
@@ -62,32 +82,17 @@ def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
-def _count(groups: list[dict[str, Any]]) -> int:
-    count = 0
-    for group in groups:
-        count += len(group["params"])
-    return count
-
-
 def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
     groups = optimizer.param_groups
     entry = optimizer_cache.get(id(optimizer))
-    if entry is not None:
-        view = entry[1]
-        if (
-            view.groups is groups
-            and view.models_version == status.models_version
-            and view.structure == status.structure
-            and entry[0]() is optimizer
-            and view.count == _count(groups)
-        ):
-            return view
+    if entry is not None and entry[0]() is optimizer and _is_current(entry[1], groups):
+        return entry[1]
     params = _optimizer_params(optimizer)
     for param in params:
         root = _reach.root_of_parameter(param)
         if root is not None and id(root) not in _reach.models:
             _reach.note(root)
-    view = _OptimizerView(groups, len(params))
+    view = _OptimizerView(groups)
     models = _reach.known_models()
     trees = [(model, frozenset(map(id, model.modules()))) for model in models]
     # Only the outermost watched models: a frozen submodule noted by its own eval() belongs
@@ -111,13 +116,20 @@ def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
 
 
 def _has_gradient(optimizer: torch.optim.Optimizer, view: _OptimizerView) -> bool:
-    """Whether some parameter of ``optimizer`` has a gradient (remembered in ``view.probe``)."""
+    """Whether some parameter of ``optimizer`` has a gradient (its place kept in ``view``)."""
     for group in optimizer.param_groups:
-        for param in group["params"]:
+        params = group["params"]
+        for index, param in enumerate(params):
             if param.grad is not None:
-                view.probe = param
+                view.probe_at = (params, index)
                 return True
     return False
+
+
+def _probe_has_gradient(view: _OptimizerView) -> bool:
+    """Whether the parameter at ``view``'s probe has a gradient (``view`` must be current)."""
+    probe_at = view.probe_at
+    return probe_at is not None and probe_at[0][probe_at[1]].grad is not None
 
 
 _pending = _graphs.pending  # mutated in place, never rebound
@@ -137,28 +149,44 @@ def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs:
     if _built_modules:
         _built.note_built_safely()
     entry = optimizer_cache.get(id(optimizer))
-    if entry is not None:
-        view = entry[1]
-        probe = view.probe
-        if (
-            probe is not None
-            and probe.grad is not None
-            and view.groups is optimizer.param_groups
-            and view.models_version == status.models_version
-            and view.structure == status.structure
-            and entry[0]() is optimizer
-        ):
-            # The parameter count is not compared here: a group whose list was changed in place
-            # is seen at the next step whose probe has no gradient.
-            if not view.all_owned:
-                return
-            for ref, _stepped in view.roots:
-                model = ref()
-                if model is not None and not model.training:
-                    break
-            else:
-                return
+    if (
+        entry is not None
+        and entry[0]() is optimizer
+        and _fast_path_passes(entry[1], optimizer.param_groups)
+    ):
+        return
     _check_step_safely(optimizer, args, kwargs)
+
+
+def _fast_path_passes(view: _OptimizerView, groups: list[dict[str, Any]]) -> bool:
+    """Whether ``view`` is current, its probe has a gradient and every model it steps trains.
+
+    :func:`_is_current` and :func:`_probe_has_gradient` written out, as every step asks.
+    """
+    lists = view.lists
+    probe_at = view.probe_at
+    if (
+        probe_at is None
+        or view.groups is not groups
+        or view.models_version != status.models_version
+        or view.structure != status.structure
+        or len(groups) != len(lists)
+    ):
+        return False
+    for index, group in enumerate(groups):
+        params, count = lists[index]
+        current = group["params"]
+        if current is not params or len(current) != count:
+            return False
+    if probe_at[0][probe_at[1]].grad is None:
+        return False
+    if not view.all_owned:
+        return True
+    for ref, _stepped in view.roots:
+        model = ref()
+        if model is not None and not model.training:
+            return False
+    return True
 
 
 @fail_open("optimizer step")
@@ -176,10 +204,9 @@ def _trains_a_part(stepped: list[torch.Tensor]) -> bool:
 
 def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
     view = _view_of(optimizer)
-    probe = view.probe
     # args holds the optimizer itself first, then step's own arguments.
     if (
-        (probe is None or probe.grad is None)
+        not _probe_has_gradient(view)
         and not _has_gradient(optimizer, view)
         and (args[1] if len(args) > 1 else kwargs.get("closure")) is None
     ):

@@ -453,9 +453,11 @@ def deep_call(original: Callable[..., Any]) -> Callable[..., Any]:
                 impl: Callable[..., Any] = self._call_impl
                 return impl(*args, **kwargs)
             return original(self, *args, **kwargs)
-        if _first_call(self, __call__):
-            # Now watched: this call goes through the class's checking __call__, as the next ones.
-            return type(self).__call__(self, *args, **kwargs)
+        if _first_call(self):
+            # Now watched; its next calls go through its class's checking __call__. This one is
+            # checked here: calling it again through the class would run again whatever sits
+            # above nn.Module.__call__ (the model's own __call__, another tool's layer).
+            return _check_first_call(self, original, args, kwargs)
         return original(self, *args, **kwargs)
 
     __call__.__wrapped__ = original  # type: ignore[attr-defined]
@@ -463,13 +465,12 @@ def deep_call(original: Callable[..., Any]) -> Callable[..., Any]:
     return __call__
 
 
-def _first_call(module: nn.Module, ours: Callable[..., Any]) -> bool:
-    """Note ``module`` if it is an outermost call; whether its call should be dispatched again.
+@fail_open("model discovery")
+def _first_call(module: nn.Module) -> bool:
+    """Note ``module`` if it is an outermost call; whether this call is to be checked here.
 
-    Dispatching again through the class reaches gradguard's checking ``__call__`` (which then
-    reaches this layer again, now covered). Not when this layer is no longer ``nn.Module``'s own
-    (another tool, e.g. torch.fx, patched it on top) or the class has no checking call: the call
-    then goes straight on.
+    Fails open (the call goes straight on): it walks every watched model, and runs inside every
+    module call in the process that is not in one yet.
     """
     if not status.deep or _tracing_state() is not None:
         return False
@@ -480,9 +481,22 @@ def _first_call(module: nn.Module, ours: Callable[..., Any]) -> bool:
             return False
     note_safely(module)
     _rebuild_covered()
-    return (
-        id(module) in models
-        and not _calls.depth
-        and nn.Module.__dict__.get("__call__") is ours
-        and _is_ours(type(module).__call__)
-    )
+    return id(module) in models and not _calls.depth
+
+
+def _check_first_call(
+    module: nn.Module, original: Callable[..., Any], args: Any, kwargs: Any
+) -> Any:
+    """The checks of the class's checking ``__call__``, for the call deep mode noted it at."""
+    if _graphs.pending:
+        _graphs.flush_pending()
+    if module.training and not torch.is_grad_enabled():
+        check_train_without_grad(module)
+    try:
+        _calls.depth = 1
+        output = original(module, *args, **kwargs)
+    finally:
+        _calls.depth = 0
+    if not module.training and torch.is_grad_enabled():
+        _graphs.track_graph(module, output)
+    return output

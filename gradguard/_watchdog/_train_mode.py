@@ -13,11 +13,12 @@ from gradguard import _findings
 from gradguard._watchdog._common import fail_open, model_name, report, status
 from gradguard._watchdog._grad_switch import describe_grad_disabled
 
-# model -> (structure generation, answer). Not the state engine's tree cache: the watchdog looks
-# at models that no scope ever held, and must not keep anything of theirs alive.
-mode_dependent_cache: weakref.WeakKeyDictionary[nn.Module, tuple[int, bool]] = (
-    weakref.WeakKeyDictionary()
-)
+# model -> (structure generation, its mode-dependent layers by weak reference). Not the state
+# engine's tree cache: the watchdog looks at models that no scope ever held, and must not keep
+# anything of theirs alive.
+mode_dependent_cache: weakref.WeakKeyDictionary[
+    nn.Module, tuple[int, tuple[weakref.ref[nn.Module], ...]]
+] = weakref.WeakKeyDictionary()
 
 
 def _compiled_behaves_differently_in_training(module: torch.jit.ScriptModule) -> bool:
@@ -86,7 +87,11 @@ def runs_as_in(module: nn.Module, *, training: bool) -> bool:
     What runs is decided by each layer's own flag, not by the root's: a wrapper left in training
     around a model in eval (``nn.DataParallel(model.eval())``) runs every layer as in evaluation.
     """
-    return any(sub.training == training and _kind(sub) for sub in module.modules())
+    for ref in _mode_dependent_layers(module):
+        layer = ref()
+        if layer is not None and layer.training == training:
+            return True
+    return False
 
 
 def mode_dependent_layers(module: nn.Module, *, training: bool, limit: int = 4) -> str:
@@ -113,14 +118,25 @@ def mode_dependent_layers(module: nn.Module, *, training: bool, limit: int = 4) 
     return ", ".join(parts)
 
 
-def mode_dependent(module: nn.Module) -> bool:
-    """Whether some module in ``module``'s tree behaves differently in training mode."""
+def _mode_dependent_layers(module: nn.Module) -> tuple[weakref.ref[nn.Module], ...]:
+    """The modules in ``module``'s tree that behave differently in training mode (cached).
+
+    A forward under no_grad of a wrapper in training around a model in eval asks at every call:
+    the tree is walked once per structure generation, then only the layers' flags are read.
+    """
     cached = mode_dependent_cache.get(module)
     if cached is not None and cached[0] == status.structure:
         return cached[1]
-    known = any(map(_behaves_differently_in_training, module.modules()))
-    mode_dependent_cache[module] = (status.structure, known)
-    return known
+    layers = tuple(
+        weakref.ref(sub) for sub in module.modules() if _behaves_differently_in_training(sub)
+    )
+    mode_dependent_cache[module] = (status.structure, layers)
+    return layers
+
+
+def mode_dependent(module: nn.Module) -> bool:
+    """Whether some module in ``module``'s tree behaves differently in training mode."""
+    return bool(_mode_dependent_layers(module))
 
 
 _CHECKPOINT_FILE = os.path.join("torch", "utils", "checkpoint.py")
