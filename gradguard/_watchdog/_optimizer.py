@@ -149,44 +149,38 @@ def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs:
     if _built_modules:
         _built.note_built_safely()
     entry = optimizer_cache.get(id(optimizer))
-    if (
-        entry is not None
-        and entry[0]() is optimizer
-        and _fast_path_passes(entry[1], optimizer.param_groups)
-    ):
-        return
+    if entry is not None and entry[0]() is optimizer:
+        # _is_current() and _probe_has_gradient() written out: every step asks.
+        view = entry[1]
+        groups = optimizer.param_groups
+        lists = view.lists
+        probe_at = view.probe_at
+        current = (
+            probe_at is not None
+            and view.groups is groups
+            and view.models_version == status.models_version
+            and view.structure == status.structure
+            and len(groups) == len(lists)
+        )
+        if current:
+            index = 0
+            for group in groups:
+                params, count = lists[index]
+                listed = group["params"]
+                if listed is not params or len(listed) != count:
+                    current = False
+                    break
+                index += 1  # noqa: SIM113  # enumerate() costs more here, on every step
+        if current and probe_at[0][probe_at[1]].grad is not None:  # type: ignore[index]
+            if not view.all_owned:
+                return
+            for ref, _stepped in view.roots:
+                model = ref()
+                if model is not None and not model.training:
+                    break
+            else:
+                return
     _check_step_safely(optimizer, args, kwargs)
-
-
-def _fast_path_passes(view: _OptimizerView, groups: list[dict[str, Any]]) -> bool:
-    """Whether ``view`` is current, its probe has a gradient and every model it steps trains.
-
-    :func:`_is_current` and :func:`_probe_has_gradient` written out, as every step asks.
-    """
-    lists = view.lists
-    probe_at = view.probe_at
-    if (
-        probe_at is None
-        or view.groups is not groups
-        or view.models_version != status.models_version
-        or view.structure != status.structure
-        or len(groups) != len(lists)
-    ):
-        return False
-    for index, group in enumerate(groups):
-        params, count = lists[index]
-        current = group["params"]
-        if current is not params or len(current) != count:
-            return False
-    if probe_at[0][probe_at[1]].grad is None:
-        return False
-    if not view.all_owned:
-        return True
-    for ref, _stepped in view.roots:
-        model = ref()
-        if model is not None and not model.training:
-            return False
-    return True
 
 
 @fail_open("optimizer step")
