@@ -412,6 +412,7 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
                 return forward(*args, **kwargs)
             finally:
                 calls.depth = depth
+        # The checked call; _check_first_call does the same for deep mode's first call.
         if pending:
             _graphs.flush_pending()
         if self.training and not is_grad_enabled():
@@ -487,7 +488,11 @@ def _first_call(module: nn.Module) -> bool:
 def _check_first_call(
     module: nn.Module, original: Callable[..., Any], args: Any, kwargs: Any
 ) -> Any:
-    """The checks of the class's checking ``__call__``, for the call deep mode noted it at."""
+    """The checks of the class's checking ``__call__``, for the call deep mode noted it at.
+
+    The same steps as the watched path of :func:`_checking_call`, which has them written out
+    (it runs on every watched call, where one more frame shows): change both together.
+    """
     if _graphs.pending:
         _graphs.flush_pending()
     if module.training and not torch.is_grad_enabled():
