@@ -2,8 +2,11 @@
 
 Each workload is timed in four arms: unwatched, unwatched again (the A/A control: the same code
 against itself, whose spread is the noise floor of every ratio printed beside it), under
-``watch()`` and under ``watch(deep=True)``. Every round runs all four, in an order that alternates
-(forward, then reversed) so drift hits every arm alike; each arm's time is the calling thread's
+``watch()`` and under ``watch(deep=True)``. Every round runs all four, in an order that changes
+every round (a seeded shuffle that never starts with the arm the round before ended with: an arm
+run twice in a row finds its own code still in the caches, which favoured the first and last arms
+of a fixed forward-then-reversed order by 1-3 us per call) so drift and the arm before hit every
+arm alike; each arm's time is the calling thread's
 CPU time (``time.thread_time_ns``) over a block of calls. Per workload it prints, per arm, the
 median per-round ratio to unwatched, its 10th-90th percentile spread, and the median absolute
 cost per call in microseconds with its 95% confidence interval (distribution-free, from order
@@ -29,6 +32,7 @@ Options: ``--quick`` (fewer rounds), ``--cuda`` (the same workloads on the GPU, 
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import sys
 import time
@@ -225,19 +229,32 @@ def time_block(fn: Workload, calls: int) -> float:
 
 
 def measure(case: Case) -> dict[str, list[float]]:
-    """Seconds per call of every arm, one sample per round, order alternating each round."""
+    """Seconds per call of every arm, one sample per round, in a new order each round."""
     samples: dict[str, list[float]] = {arm: [] for arm in ARMS}
     for _ in range(max(1, case.calls // 2)):
         case.fn()
-    for index in range(case.rounds):
-        order = ARMS if index % 2 == 0 else tuple(reversed(ARMS))
+    # Installing or removing the watchdog changes torch's classes, and every specialised
+    # instruction of the interpreter that reads them misses some 50 times before it adapts
+    # again: a one-time cost of each switch, not of calls under watch. Each arm is warmed up
+    # after its switch (64 calls, or 50 ms on a big workload) so the timed block sees steady
+    # calls; without it that cost read as about 7 us per training step on every arm after a
+    # switch.
+    warm = max(2, min(64, int(0.05 / max(time_block(case.fn, 2), 1e-9))))
+    shuffle = random.Random(case.name)
+    order = list(ARMS)
+    for _ in range(case.rounds):
+        last = order[-1]
+        shuffle.shuffle(order)
+        while order[0] == last:
+            shuffle.shuffle(order)
         for arm in order:
             handle = None
             if arm.startswith("watch"):
                 handle = gradguard.watch(deep=arm == "watch(deep=True)")
             # The model is found the way real code shows it: train() or eval() before use.
             case.model.train(case.train)
-            case.fn()
+            for _ in range(warm):
+                case.fn()
             samples[arm].append(time_block(case.fn, case.calls))
             if handle is not None:
                 handle.close()

@@ -113,7 +113,11 @@ def explaining_tensor_backward(
         return explaining(original, "self")
     has_torch_function_unary = torch.overrides.has_torch_function_unary
     autograd = torch.autograd
-    ours: list[Callable[..., Any]] = []  # gradguard's torch.autograd.backward, once patched
+    ours: Any = None  # gradguard's torch.autograd.backward, once patched
+
+    def skipping(wrapper: Callable[..., Any]) -> None:
+        nonlocal ours
+        ours = wrapper
 
     @functools.wraps(original)
     def backward(
@@ -129,7 +133,7 @@ def explaining_tensor_backward(
                 # again (which explains); from here up, only the program's frames.
                 return original(self, gradient, retain_graph, create_graph, inputs)  # type: ignore[no-any-return]
             run = autograd.backward
-            if ours and run is ours[0]:
+            if run is ours:
                 run = autograd_backward
             run(self, gradient, retain_graph, create_graph, inputs=inputs)
         except RuntimeError as error:
@@ -139,5 +143,5 @@ def explaining_tensor_backward(
             raise raised  # noqa: B904  # chained to PyTorch's error by _explained
         return None
 
-    backward._gradguard_wrapper_of = ours  # type: ignore[attr-defined]
+    backward._gradguard_skips = skipping  # type: ignore[attr-defined]
     return backward

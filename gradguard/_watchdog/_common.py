@@ -39,14 +39,13 @@ compiler: Any = torch.compiler if hasattr(torch.compiler, "_is_compiling_flag") 
 class Status:
     """Counters and switches read on hot paths; one instance, mutated in place."""
 
-    __slots__ = ("deep", "installed", "models_version", "structure")
+    __slots__ = ("deep", "installed", "structure")
 
     def __init__(self) -> None:
         self.installed = False
         self.deep = False
-        # Bumped whenever a model is noted or forgotten.
-        self.models_version = 0
-        # Bumped whenever a parameter or submodule is registered anywhere: caches check it.
+        # Bumped whenever a parameter or submodule is registered anywhere and whenever a model is
+        # noted or forgotten: every cache of models and their parts checks this one number.
         self.structure = 0
 
 

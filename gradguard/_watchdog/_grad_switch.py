@@ -15,7 +15,7 @@ from gradguard._watchdog._common import is_compiling, local, status
 
 # Whether any thread ever recorded a bare switch: until one does, switching gradients back on has
 # nothing to forget, and returns at once (torch.no_grad()'s exit, Optimizer.step's second switch).
-_recorded = [False]
+_recorded = False
 
 # Code object of a caller -> whether it is torch's or gradguard's (never the user's bare switch).
 _internal: dict[CodeType, bool] = {}
@@ -49,28 +49,22 @@ def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
     inline = code is not None and code.co_names == _INIT_NAMES and code.co_argcount == 2
     is_grad_enabled = torch.is_grad_enabled
     set_grad_mode = torch._C._set_grad_enabled
+    getframe = sys._getframe
+    cached = _internal.get
 
-    def __init__(self: Any, mode: bool) -> None:
-        if inline:
-            self.prev = is_grad_enabled()
-            self.mode = mode
-            set_grad_mode(mode)
-        else:
-            original(self, mode)
-        if mode and not _recorded[0]:
-            return
+    def remember(self: Any, mode: bool, caller: FrameType) -> None:
+        global _recorded
         try:
-            caller = sys._getframe(1)
             if not mode and built and not is_compiling():
                 # Gradients going off is where a model only ever called starts to matter.
                 _built.on_grad_disabled(caller)
-            internal = _internal.get(caller.f_code)
+            internal = cached(caller.f_code)
             if internal is None:
                 internal = _is_internal(caller)
             if internal:
                 # torch.no_grad()/enable_grad() on enter and exit, Optimizer.step's own switch, or
                 # gradguard's own scopes and inference_fn: scoped, and never the user's bare
-                # switch (and no is_compiling() to ask on every step).
+                # switch.
                 return
             if is_compiling() or not status.installed:
                 return
@@ -78,11 +72,37 @@ def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
                 local.disabled_by = None
                 local.disabled_at = None
             else:
-                _recorded[0] = True
+                _recorded = True
                 local.disabled_by = self
                 local.disabled_at = _findings.user_site(caller)
         except Exception:  # fail open: remembering the site is a nicety
             pass
+
+    # Written out in __init__, as every switch asks: gradients going on return at once until a
+    # bare switch was ever recorded; going off, at once when the caller's code is known to be
+    # torch's or gradguard's (no_grad()'s enter, Optimizer.step's own switch) and no model only
+    # ever called waits for it.
+    if inline:
+
+        def __init__(self: Any, mode: bool) -> None:
+            self.prev = is_grad_enabled()
+            self.mode = mode
+            set_grad_mode(mode)
+            if mode:
+                if _recorded:
+                    remember(self, mode, getframe(1))
+            elif built or not cached(getframe(1).f_code, False):
+                remember(self, mode, getframe(1))
+
+    else:
+
+        def __init__(self: Any, mode: bool) -> None:
+            original(self, mode)
+            if mode:
+                if _recorded:
+                    remember(self, mode, getframe(1))
+            elif built or not cached(getframe(1).f_code, False):
+                remember(self, mode, getframe(1))
 
     __init__.__wrapped__ = original  # type: ignore[attr-defined]
     return __init__

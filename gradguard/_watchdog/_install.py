@@ -222,7 +222,9 @@ def _install() -> None:
         _patch(torch.Tensor, "backward", tensor_backward)
         _patch(torch.autograd, "backward", explaining(autograd_backward, "tensors"))
         # Tensor.backward goes straight to PyTorch's torch.autograd.backward past this wrapper.
-        getattr(tensor_backward, "_gradguard_wrapper_of", []).append(torch.autograd.backward)
+        skips = getattr(tensor_backward, "_gradguard_skips", None)
+        if skips is not None:
+            skips(torch.autograd.backward)
         # Methods of the class, not the class itself: torch.compile recognises
         # torch.set_grad_enabled by identity, and traces it without calling __init__.
         switch = _set_grad_enabled_class

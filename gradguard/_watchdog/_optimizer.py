@@ -23,58 +23,75 @@ from gradguard._watchdog._grad_switch import describe_grad_disabled
 from gradguard._watchdog._train_mode import mode_dependent, mode_dependent_layers, runs_as_in
 
 
+class _NoProbe:
+    """Stands where no parameter with a gradient was found yet: it has none."""
+
+    grad = None
+
+
 class _OptimizerView:
     """Which watched models own an optimizer's parameters (cached until something changes).
 
     Valid while the watchdog's models and the modules' structure are as they were
-    (``status.models_version``, ``status.structure``) and the optimizer has the same
-    ``param_groups`` list whose groups hold the same ``params`` lists, each as long as it was
-    (:func:`_is_current`): ``add_param_group``, ``load_state_dict``, a group given other
-    parameters or more of them change one of those.
+    (``status.structure``) and the optimizer's groups hold the same ``params`` lists, each as long
+    as it was, as many groups as there were (:func:`_is_current`): ``add_param_group``, a group
+    given other parameters or more of them change one of those (``load_state_dict`` keeps the
+    lists).
     """
 
-    __slots__ = ("all_owned", "groups", "lists", "models_version", "probe_at", "roots", "structure")
+    __slots__ = (
+        "all_owned",
+        "lists",
+        "probe_index",
+        "probe_list",
+        "ref",
+        "roots",
+        "structure",
+        "watched",
+    )
 
-    def __init__(self, groups: list[dict[str, Any]]) -> None:
-        self.models_version = status.models_version
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        key = id(optimizer)
+        self.ref = weakref.ref(optimizer, functools.partial(_forget_optimizer, key))
         self.structure = status.structure
-        self.groups = groups
-        self.lists = [(group["params"], len(group["params"])) for group in groups]
+        self.lists = tuple(
+            (group["params"], len(group["params"])) for group in optimizer.param_groups
+        )
         self.roots: list[tuple[weakref.ref[nn.Module], list[torch.Tensor]]] = []
         self.all_owned = False
-        # Where the parameter that had a gradient at the last step is (its group's params list,
-        # its index): looked at first, so a step that fine-tunes a head behind a frozen backbone
+        # The models whose flag each step reads: the roots when they own every parameter stepped
+        # (else GG004 is not judged), nothing otherwise.
+        self.watched: tuple[weakref.ref[nn.Module], ...] = ()
+        # Where the parameter that had a gradient at the last step is (one of the lists above,
+        # an index): looked at first, so a step that fine-tunes a head behind a frozen backbone
         # does not scan the backbone. A place, not the parameter: read from the list each time,
-        # it is always one the optimizer steps now.
-        self.probe_at: tuple[list[torch.Tensor], int] | None = None
+        # it is always one the optimizer steps now (the lists are checked to be its lists).
+        self.probe_list: list[Any] = [_NoProbe]
+        self.probe_index = 0
 
 
 def _is_current(view: _OptimizerView, groups: list[dict[str, Any]]) -> bool:
     """Whether ``view`` still describes the optimizer whose ``param_groups`` is ``groups``."""
     lists = view.lists
-    if (
-        view.groups is not groups
-        or view.models_version != status.models_version
-        or view.structure != status.structure
-        or len(groups) != len(lists)
-    ):
+    if view.structure != status.structure or len(groups) != len(lists):
         return False
-    for index, group in enumerate(groups):
-        params, count = lists[index]
+    for group, (params, count) in zip(groups, lists):
         current = group["params"]
         if current is not params or len(current) != count:
             return False
     return True
 
 
-# id(optimizer) -> (weak reference, view). Not a WeakKeyDictionary: its lookup makes a weak
-# reference on every step.
-optimizer_cache: dict[int, tuple[weakref.ref[torch.optim.Optimizer], _OptimizerView]] = {}
+# id(optimizer) -> its view. Not a WeakKeyDictionary: its lookup makes a weak reference on every
+# step. The view's weak reference takes the entry out when the optimizer dies (its callback runs
+# before the id can be given to another object), so an entry found is the optimizer's own.
+optimizer_cache: dict[int, _OptimizerView] = {}
+_cached_view = optimizer_cache.get
 
 
 def _forget_optimizer(key: int, ref: weakref.ref[torch.optim.Optimizer]) -> None:
-    entry = optimizer_cache.get(key)
-    if entry is not None and entry[0] is ref:
+    view = optimizer_cache.get(key)
+    if view is not None and view.ref is ref:
         del optimizer_cache[key]
 
 
@@ -83,16 +100,15 @@ def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 
 def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
-    groups = optimizer.param_groups
-    entry = optimizer_cache.get(id(optimizer))
-    if entry is not None and entry[0]() is optimizer and _is_current(entry[1], groups):
-        return entry[1]
+    view = optimizer_cache.get(id(optimizer))
+    if view is not None and view.ref() is optimizer and _is_current(view, optimizer.param_groups):
+        return view
     params = _optimizer_params(optimizer)
     for param in params:
         root = _reach.root_of_parameter(param)
         if root is not None and id(root) not in _reach.models:
             _reach.note(root)
-    view = _OptimizerView(groups)
+    view = _OptimizerView(optimizer)
     models = _reach.known_models()
     trees = [(model, frozenset(map(id, model.modules()))) for model in models]
     # Only the outermost watched models: a frozen submodule noted by its own eval() belongs
@@ -110,76 +126,68 @@ def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
             view.roots.append((weakref.ref(model), stepped))
             owned.update(id(p) for p in stepped)
     view.all_owned = all(id(p) in owned for p in params)
-    reference = weakref.ref(optimizer, functools.partial(_forget_optimizer, id(optimizer)))
-    optimizer_cache[id(optimizer)] = (reference, view)
+    if view.all_owned:
+        view.watched = tuple(ref for ref, _stepped in view.roots)
+    optimizer_cache[id(optimizer)] = view
     return view
 
 
 def _has_gradient(optimizer: torch.optim.Optimizer, view: _OptimizerView) -> bool:
     """Whether some parameter of ``optimizer`` has a gradient (its place kept in ``view``)."""
-    for group in optimizer.param_groups:
-        params = group["params"]
+    for params, _count in view.lists:
         for index, param in enumerate(params):
             if param.grad is not None:
-                view.probe_at = (params, index)
+                view.probe_list = params
+                view.probe_index = index
                 return True
     return False
 
 
 def _probe_has_gradient(view: _OptimizerView) -> bool:
     """Whether the parameter at ``view``'s probe has a gradient (``view`` must be current)."""
-    probe_at = view.probe_at
-    return probe_at is not None and probe_at[0][probe_at[1]].grad is not None
+    return view.probe_list[view.probe_index].grad is not None
 
 
 _pending = _graphs.pending  # mutated in place, never rebound
 _built_modules = _built.built  # likewise
 
 
-def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Global optimizer step pre-hook: GG004 and GG005.
-
-    It runs on every step, so the common case (the parameter that had a gradient last time has
-    one, and every model it steps is training) is a handful of lookups.
-    """
-    if is_dynamo_compiling() or compiler._is_compiling_flag:
-        return
+def _before_step() -> None:
     if _pending:
         _graphs.flush_pending()
     if _built_modules:
         _built.note_built_safely()
-    entry = optimizer_cache.get(id(optimizer))
-    if entry is not None and entry[0]() is optimizer:
+
+
+def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Global optimizer step pre-hook: GG004 and GG005.
+
+    It runs on every step, so the common case (the optimizer's parameter lists are as they were,
+    the parameter that had a gradient last time has one, and every model it steps is training)
+    is a handful of lookups, written out here.
+    """
+    if is_dynamo_compiling() or compiler._is_compiling_flag:
+        return
+    if _pending or _built_modules:
+        _before_step()
+    view = _cached_view(id(optimizer))
+    if view is not None and view.structure == status.structure:
         # _is_current() and _probe_has_gradient() written out: every step asks.
-        view = entry[1]
         groups = optimizer.param_groups
         lists = view.lists
-        probe_at = view.probe_at
-        current = (
-            probe_at is not None
-            and view.groups is groups
-            and view.models_version == status.models_version
-            and view.structure == status.structure
-            and len(groups) == len(lists)
-        )
-        if current:
-            index = 0
-            for group in groups:
-                params, count = lists[index]
+        if len(groups) == len(lists):
+            for group, (params, count) in zip(groups, lists):
                 listed = group["params"]
                 if listed is not params or len(listed) != count:
-                    current = False
-                    break
-                index += 1  # noqa: SIM113  # enumerate() costs more here, on every step
-        if current and probe_at[0][probe_at[1]].grad is not None:  # type: ignore[index]
-            if not view.all_owned:
-                return
-            for ref, _stepped in view.roots:
-                model = ref()
-                if model is not None and not model.training:
                     break
             else:
-                return
+                if view.probe_list[view.probe_index].grad is not None:
+                    for ref in view.watched:
+                        model = ref()
+                        if model is not None and not model.training:
+                            break
+                    else:
+                        return
     _check_step_safely(optimizer, args, kwargs)
 
 

@@ -112,7 +112,7 @@ def _forget_model(key: int, ref: weakref.ref[nn.Module]) -> None:
     record = models.get(key)
     if record is not None and record.ref is ref:
         del models[key]
-        status.models_version += 1
+        status.structure += 1
 
 
 def note(module: nn.Module) -> None:
@@ -125,7 +125,7 @@ def note(module: nn.Module) -> None:
         key = id(module)
         wrap_class(type(module))
         models[key] = _Model(weakref.ref(module, functools.partial(_forget_model, key)))
-        status.models_version += 1
+        status.structure += 1
 
 
 note_safely = fail_open("model discovery")(note)
@@ -298,14 +298,14 @@ def root_of_module(module: nn.Module) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 
 # Ids of every module inside a watched model, rebuilt when models or structure change:
-# [models version, structure generation, ids]; replaced whole, so other threads never see it half.
-_covered: list[Any] = [-1, -1, frozenset()]
+# [structure generation, ids]; replaced whole, so other threads never see it half.
+_covered: list[Any] = [-1, frozenset()]
 
 
 def reset_covered() -> None:
     """Forget the deep mode's cache of covered modules."""
     global _covered
-    _covered = [-1, -1, frozenset()]
+    _covered = [-1, frozenset()]
 
 
 def _rebuild_covered() -> list[Any]:
@@ -313,7 +313,7 @@ def _rebuild_covered() -> list[Any]:
     ids: set[int] = set()
     for model in known_models():
         ids.update(map(id, model.modules()))
-    _covered = [status.models_version, status.structure, frozenset(ids)]
+    _covered = [status.structure, frozenset(ids)]
     return _covered
 
 
@@ -383,17 +383,22 @@ def unwrap_classes() -> list[type]:
 
 def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[..., Any]:
     notes = _notes_its_instances(cls)
+    absent = _layers.ABSENT
     pending = _graphs.pending  # mutated in place, never rebound
     is_grad_enabled = torch.is_grad_enabled
 
     def __call__(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         own = inner.own
-        call = owner.__call__ if own is _layers.ABSENT else own
+        call = owner.__call__ if own is absent else own
         # Compiling first: torch.compile traces this function and must see only the call.
-        if is_dynamo_compiling() or compiler._is_compiling_flag or _tracing_state() is not None:
+        if is_dynamo_compiling():
             return call(self, *args, **kwargs)
         if id(self) not in models:
-            if not (notes and status.installed and not _calls.depth):
+            if (
+                not (notes and status.installed and not _calls.depth)
+                or compiler._is_compiling_flag
+                or _tracing_state() is not None
+            ):
                 return call(self, *args, **kwargs)
             note_safely(self)
             if id(self) not in models:
@@ -412,10 +417,17 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
                 return forward(*args, **kwargs)
             finally:
                 calls.depth = depth
-        # The checked call; _check_first_call does the same for deep mode's first call.
+        # The checked call; _check_first_call does the same for deep mode's first call. Tracing
+        # by torch.export or torch.jit.trace is asked only where a check would run: a training
+        # forward with gradients on (every training step) does no check.
         if pending:
             _graphs.flush_pending()
-        if self.training and not is_grad_enabled():
+        if (
+            self.training
+            and not is_grad_enabled()
+            and not compiler._is_compiling_flag
+            and _tracing_state() is None
+        ):
             check_train_without_grad(self)
         try:
             calls.depth = 1
@@ -423,7 +435,12 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
         finally:
             # Whatever ends the forward (an exception, KeyboardInterrupt), this thread recovers.
             calls.depth = 0
-        if not self.training and is_grad_enabled():
+        if (
+            not self.training
+            and is_grad_enabled()
+            and not compiler._is_compiling_flag
+            and _tracing_state() is None
+        ):
             _graphs.track_graph(self, output)
         return output
 
@@ -445,11 +462,7 @@ def deep_call(original: Callable[..., Any]) -> Callable[..., Any]:
         if is_dynamo_compiling() or compiler._is_compiling_flag:
             return original(self, *args, **kwargs)
         covered = _covered
-        if (
-            id(self) in covered[2]
-            and covered[0] == status.models_version
-            and covered[1] == status.structure
-        ):
+        if id(self) in covered[1] and covered[0] == status.structure:
             if direct and self._compiled_call_impl is None:
                 impl: Callable[..., Any] = self._call_impl
                 return impl(*args, **kwargs)
@@ -476,9 +489,9 @@ def _first_call(module: nn.Module) -> bool:
     if not status.deep or _tracing_state() is not None:
         return False
     covered = _covered
-    if covered[0] != status.models_version or covered[1] != status.structure:
+    if covered[0] != status.structure:
         covered = _rebuild_covered()
-        if id(module) in covered[2]:
+        if id(module) in covered[1]:
             return False
     note_safely(module)
     _rebuild_covered()
