@@ -1,8 +1,8 @@
 """Two-process gloo DistributedDataParallel train/evaluate loop under the watchdog (CPU).
 
 Run by tests/test_watchdog_distributed.py as ``python ddp_worker.py OUT_DIR``. Each rank first
-runs a correct loop, then one with two classic mistakes, and writes its findings per phase to
-``OUT_DIR/rank{N}.json``.
+runs a correct loop, then one with two classic mistakes, then a step after only the model inside
+the wrapper was switched to eval, and writes its findings per phase to ``OUT_DIR/rank{N}.json``.
 """
 
 from __future__ import annotations
@@ -80,6 +80,14 @@ def run(rank: int, out_dir: str) -> None:
     model.eval()
     train_steps(model, optimizer, 1)
     result["wrong"] = findings()
+    gradguard.clear_findings()
+
+    # Wrong the other way round: the model inside is switched (model.module.eval(), the wrapper's
+    # own flag stays training), then training resumes through the wrapper.
+    model.train()
+    model.module.eval()
+    train_steps(model, optimizer, 1)
+    result["inner"] = findings()
 
     gradguard.unwatch()
     dist.barrier()

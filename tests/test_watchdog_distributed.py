@@ -61,3 +61,13 @@ def test_wrong_ddp_loop_findings_name_their_rank(ranks: list[dict[str, Any]]) ->
         gg002 = next(f for f in result["wrong"] if f["code"] == "GG002")
         assert re.search(r"\] DistributedDataParallel\(Net\) is in training mode", gg002["message"])
     assert gradguard.findings() == []
+
+
+def test_step_after_the_model_inside_ddp_was_switched_to_eval(ranks: list[dict[str, Any]]) -> None:
+    """model.module.eval() leaves DDP's own flag in training: the step is GG004 on each rank."""
+    step_line = marked_line("# mistake: steps a model left in eval")
+    for rank, result in enumerate(ranks):
+        assert [(f["code"], f["line"]) for f in result["inner"]] == [("GG004", step_line)]
+        message = result["inner"][0]["message"]
+        assert message.startswith(f"[rank {rank}] ")
+        assert "DistributedDataParallel(Net), whose wrapped Net is in eval mode" in message

@@ -75,6 +75,25 @@ def report(check: str, message: str, fix: str, site: tuple[str, int] | None = No
     _findings.report(check, message, fix, site=site, strict=strict())
 
 
+# Wrappers with no layer of their own: what runs is their ``module``, whose flags are its own (a
+# model switched by ``wrapper.module.eval()`` runs as in evaluation while the wrapper's own flag
+# still says training).
+WRAPPERS: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.DataParallel,
+    torch.nn.parallel.DistributedDataParallel,
+)
+
+
+def wrapped_in_eval(module: torch.nn.Module) -> torch.nn.Module | None:
+    """The model inside ``module``, a DataParallel/DDP wrapper in training, when it is in eval."""
+    if not isinstance(module, WRAPPERS):
+        return None
+    inner = module._modules.get("module")
+    if inner is None or inner.training:
+        return None
+    return inner
+
+
 def model_name(module: torch.nn.Module) -> str:
     """The class name, with the wrapped model's for DDP/DataParallel/torch.compile wrappers."""
     inner = getattr(module, "module", None)

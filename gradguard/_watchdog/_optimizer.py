@@ -12,12 +12,14 @@ from torch import nn
 from gradguard import _findings
 from gradguard._watchdog import _built, _graphs, _reach
 from gradguard._watchdog._common import (
+    WRAPPERS,
     compiler,
     fail_open,
     is_dynamo_compiling,
     model_name,
     report,
     status,
+    wrapped_in_eval,
 )
 from gradguard._watchdog._grad_switch import describe_grad_disabled
 from gradguard._watchdog._train_mode import mode_dependent, mode_dependent_layers, runs_as_in
@@ -127,7 +129,15 @@ def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
             owned.update(id(p) for p in stepped)
     view.all_owned = all(id(p) in owned for p in params)
     if view.all_owned:
-        view.watched = tuple(ref for ref, _stepped in view.roots)
+        watched = []
+        for ref, _stepped in view.roots:
+            watched.append(ref)
+            model = ref()
+            inner = model._modules.get("module") if isinstance(model, WRAPPERS) else None
+            if inner is not None:
+                # A wrapper's flag says nothing of what runs: its model's does.
+                watched.append(weakref.ref(inner))
+        view.watched = tuple(watched)
     optimizer_cache[id(optimizer)] = view
     return view
 
@@ -229,7 +239,10 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
         return
     for ref, stepped in view.roots:
         model = ref()
-        if model is None or model.training:
+        if model is None:
+            continue
+        switched = model if not model.training else wrapped_in_eval(model)
+        if switched is None:
             continue
         if not any(p.grad is not None for p in stepped):
             continue
@@ -238,20 +251,22 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
         if not mode_dependent(model) or not runs_as_in(model, training=False):
             continue  # no layer of this model runs differently for being in eval
         name = model_name(model)
-        eval_site = _reach.eval_sites.get(model)
-        if eval_site is None:
-            switched = "switched to eval where the watchdog could not see it"
+        if switched is model:
+            state = "which is in eval mode as a whole"
         else:
-            switched = (
-                f"switched to eval by {eval_site.call} at {eval_site.filename}:{eval_site.lineno}"
-            )
+            state = f"whose wrapped {type(switched).__name__} is in eval mode"
+        eval_site = _reach.eval_sites.get(switched)
+        if eval_site is None:
+            how = "switched to eval where the watchdog could not see it"
+        else:
+            how = f"switched to eval by {eval_site.call} at {eval_site.filename}:{eval_site.lineno}"
             if eval_site.caller is not None:
-                switched += f", called from {eval_site.caller[0]}:{eval_site.caller[1]}"
+                how += f", called from {eval_site.caller[0]}:{eval_site.caller[1]}"
         site, inside = _findings.user_site_inside()
         report(
             "eval-mode-training",
             f"{type(optimizer).__name__}.step(){inside} is updating the parameters of {name}, "
-            f"which is in eval mode as a whole ({switched}), so while it trains its mode-dependent "
+            f"{state} ({how}), so while it trains its mode-dependent "
             f"layers run as in evaluation: {mode_dependent_layers(model, training=False)}",
             "call model.train() before the training steps (or evaluate with "
             "`with gradguard.evaluating(model):`, which puts the flags back)",

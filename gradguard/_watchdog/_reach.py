@@ -24,12 +24,14 @@ from torch import nn
 from gradguard import _findings, _layers
 from gradguard._watchdog import _graphs
 from gradguard._watchdog._common import (
+    WRAPPERS,
     compiler,
     fail_open,
     is_dynamo_compiling,
     local,
     lock,
     status,
+    wrapped_in_eval,
 )
 from gradguard._watchdog._train_mode import check_train_without_grad
 
@@ -383,6 +385,7 @@ def unwrap_classes() -> list[type]:
 
 def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[..., Any]:
     notes = _notes_its_instances(cls)
+    wrapper = issubclass(cls, WRAPPERS)
     absent = _layers.ABSENT
     pending = _graphs.pending  # mutated in place, never rebound
     is_grad_enabled = torch.is_grad_enabled
@@ -436,7 +439,7 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
             # Whatever ends the forward (an exception, KeyboardInterrupt), this thread recovers.
             calls.depth = 0
         if (
-            not self.training
+            (not self.training or (wrapper and wrapped_in_eval(self) is not None))
             and is_grad_enabled()
             and not compiler._is_compiling_flag
             and _tracing_state() is None
@@ -515,6 +518,6 @@ def _check_first_call(
         output = original(module, *args, **kwargs)
     finally:
         _calls.depth = 0
-    if not module.training and torch.is_grad_enabled():
+    if (not module.training or wrapped_in_eval(module) is not None) and torch.is_grad_enabled():
         _graphs.track_graph(module, output)
     return output
