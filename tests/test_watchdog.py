@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import threading
+import time
+import types
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from torch.optim import optimizer as optimizer_module
 
 import gradguard
 from gradguard import _findings, _state, _watchdog
-from gradguard._watchdog import _graphs, _reach, _train_mode
+from gradguard._watchdog import _graphs, _optimizer, _reach, _train_mode
 
 HERE = os.path.abspath(__file__)
 
@@ -900,6 +902,94 @@ def test_allow_in_one_thread_does_not_silence_another(watched: gradguard.WatchHa
         thread.start()
         thread.join()
     assert seen == ["TrainModeWithoutGradWarning"]
+
+
+def _two_group_training() -> tuple[nn.Module, list[nn.Parameter], torch.optim.Optimizer]:
+    """A backbone of four parameters and a head of one, each its own param group."""
+    backbone = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    head = nn.Linear(4, 1, bias=False)
+    model = nn.Sequential(backbone, head).train()
+    optimizer = torch.optim.SGD(
+        [{"params": backbone.parameters()}, {"params": head.parameters()}], lr=0.1
+    )
+    return model, [*backbone.parameters(), *head.parameters()], optimizer
+
+
+def _grads_on(model: nn.Module, params: list[nn.Parameter]) -> None:
+    for param in model.parameters():
+        param.grad = None
+    for param in params:
+        param.grad = torch.ones_like(param)
+
+
+def _step_interleaved(pause_line: int | None) -> tuple[set[int], list[BaseException]]:
+    """One thread's step paused at ``pause_line`` of the step hook's module while another steps.
+
+    The first step finds the gradient at the backbone's last parameter; while it is paused, the
+    gradients move to the head and a second thread steps. Returns the lines the first step ran
+    there and what any step (both threads', then two more) raised.
+    """
+    model, params, optimizer = _two_group_training()
+    _grads_on(model, params)
+    optimizer.step()  # the step hook's view is made
+    _grads_on(model, [params[3]])
+    hook_file = _optimizer.__file__
+    seen: set[int] = set()
+    paused, resume = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
+
+    def line_by_line(frame: types.FrameType, event: str, arg: object) -> object:
+        if frame.f_code.co_filename != hook_file:
+            return None
+
+        def on_line(frame: types.FrameType, event: str, arg: object) -> object:
+            if event == "line":
+                seen.add(frame.f_lineno)
+                if frame.f_lineno == pause_line and not paused.is_set():
+                    paused.set()
+                    resume.wait(10)
+            return on_line
+
+        return on_line
+
+    def step(traced: bool) -> None:
+        if traced:
+            sys.settrace(line_by_line)
+        try:
+            optimizer.step()
+        except BaseException as error:
+            raised.append(error)
+        finally:
+            sys.settrace(None)
+
+    first = threading.Thread(target=step, args=(True,))
+    first.start()
+    deadline = time.monotonic() + 10
+    while first.is_alive() and not paused.wait(0.001) and time.monotonic() < deadline:
+        pass  # the first step pauses at pause_line, or ends without reaching it
+    if paused.is_set():
+        _grads_on(model, [params[4]])
+        second = threading.Thread(target=step, args=(False,))
+        second.start()
+        second.join(10)
+    resume.set()
+    first.join(10)
+    step(traced=False)
+    _grads_on(model, [params[4]])
+    step(traced=False)
+    return seen, raised
+
+
+def test_steps_of_one_optimizer_in_two_threads_leave_every_next_step_working(
+    watched: gradguard.WatchHandle,
+) -> None:
+    """Another thread's step landing anywhere in a step's hook never breaks a later step."""
+    lines, raised = _step_interleaved(None)
+    assert lines and raised == []
+    for line in sorted(lines):
+        _seen, raised = _step_interleaved(line)
+        assert raised == [], f"paused at {_optimizer.__file__}:{line}"
+    assert gradguard.findings() == []
 
 
 def test_compiled_model_compiles_fullgraph_without_recompiling(
