@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import _thread
+import collections
+import functools
 import gc
+import operator
 import os
 import subprocess
 import sys
@@ -464,6 +468,24 @@ def test_scoped_set_grad_enabled_is_forgotten_on_exit(watched: gradguard.WatchHa
     with pytest.warns(gradguard.TrainModeWithoutGradWarning) as caught, torch.no_grad():
         model(batch())
     assert "set_grad_enabled(False) at" not in str(caught[0].message)
+
+
+@pytest.mark.parametrize("mode", [False, True])
+def test_grad_switch_called_straight_from_c_code_works(
+    watched: gradguard.WatchHandle, monkeypatch: pytest.MonkeyPatch, mode: bool
+) -> None:
+    """set_grad_enabled() with no Python caller (an atexit callback, a thread's target) works."""
+    torch.set_grad_enabled(False)  # a bare switch recorded: switching on looks at the caller too
+    torch.set_grad_enabled(True)
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda hook: raised.append(hook.exc_value))
+    done = threading.Event()
+    calls = [functools.partial(torch.set_grad_enabled, mode), done.set]
+    # Only C code (deque, map, methodcaller, partial) runs before set_grad_enabled.__init__ in
+    # the new thread, so that frame is the first of its stack, as in an atexit callback.
+    _thread.start_new_thread(collections.deque, (map(operator.methodcaller("__call__"), calls), 0))
+    assert done.wait(10), raised
+    assert raised == []
 
 
 def test_train_mode_under_inference_mode_is_found(watched: gradguard.WatchHandle) -> None:
