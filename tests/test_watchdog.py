@@ -1036,6 +1036,25 @@ def test_compiled_model_compiles_fullgraph_without_recompiling(
     torch._dynamo.reset()
 
 
+def test_export_of_watched_models_runs_as_unwatched_and_reports_after() -> None:
+    """torch.export of watched models (strict): the unwatched graph; a finding waits for after."""
+    model, trained = Net().eval(), Net().train()
+    unwatched = str(torch.export.export(model, (batch(),)).graph)
+    with gradguard.watch(strict=True):
+        model.eval()
+        trained.train()
+        line = here() + 1
+        model(batch())  # a graph built in eval and dropped: GG001 waits for a safe point
+        gc.collect()
+        exported = torch.export.export(model, (batch(),))
+        with torch.no_grad():
+            torch.export.export(trained, (batch(),))  # traced, not run in training mode
+        with pytest.raises(gradguard.GradGuardError, match="GG001"):
+            _watchdog.flush()
+    assert str(exported.graph) == unwatched
+    assert codes() == [("GG001", line)]
+
+
 def test_findings_channel_is_shared(watched: gradguard.WatchHandle) -> None:
     """Watchdog findings land in gradguard.findings() with the public warning classes."""
     model = Net()

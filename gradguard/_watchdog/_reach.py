@@ -418,9 +418,10 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
             finally:
                 calls.depth = depth
         # The checked call; _check_first_call does the same for deep mode's first call. Tracing
-        # by torch.export or torch.jit.trace is asked only where a check would run: a training
-        # forward with gradients on (every training step) does no check.
-        if pending:
+        # by torch.export or torch.jit.trace is asked only where a check or a report would run:
+        # a training forward with gradients on (every training step) does none. A traced call
+        # reports nothing: the findings waiting are reported at the next safe point after it.
+        if pending and not compiler._is_compiling_flag and _tracing_state() is None:
             _graphs.flush_pending()
         if (
             self.training
