@@ -16,6 +16,7 @@ import types
 import warnings
 import weakref
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 import torch
@@ -924,6 +925,56 @@ def test_allow_in_one_thread_does_not_silence_another(watched: gradguard.WatchHa
         thread.start()
         thread.join()
     assert seen == ["TrainModeWithoutGradWarning"]
+
+
+class _StepsAtCollection:
+    """In a cycle with an optimizer; its finaliser steps it as the collector frees both."""
+
+    kept: ClassVar[list[torch.optim.Optimizer]] = []
+
+    def __init__(self, optimizer: torch.optim.Optimizer, keep: bool) -> None:
+        self.optimizer = optimizer
+        self.keep = keep
+        self.stepped = False
+        optimizer.helper = self  # type: ignore[attr-defined]
+
+    def __del__(self) -> None:
+        self.optimizer.step()  # after the collector cleared the weak references to it
+        if self.keep:
+            _StepsAtCollection.kept.append(self.optimizer)  # brought back to life
+
+
+@pytest.mark.parametrize("freed", ["refcount", "collected", "resurrected"])
+def test_a_freed_optimizer_leaves_no_view_of_it_behind(
+    watched: gradguard.WatchHandle, freed: str
+) -> None:
+    """The step hook's view goes with its optimizer, however freed: its address may be reused.
+
+    The hook's fast path trusts the view cached for an address to be that of the optimizer
+    living there; a finaliser stepping the optimizer while the collector frees it makes a view
+    after the collector has cleared the weak references, which must go too.
+    """
+    model = Net().train()
+    model(batch()).sum().backward()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    optimizer.step()
+    assert list(_optimizer.optimizer_cache) == [id(optimizer)]
+    if freed != "refcount":
+        _StepsAtCollection(optimizer, keep=freed == "resurrected")
+    del optimizer
+    gc.collect()
+    views = list(_optimizer.optimizer_cache.values())
+    if freed == "resurrected":
+        [alive] = _StepsAtCollection.kept
+        _StepsAtCollection.kept.clear()
+        del alive.helper  # type: ignore[attr-defined]
+        alive.step()
+        assert [view.ref() for view in _optimizer.optimizer_cache.values()] == [alive]
+        del alive
+        gc.collect()
+        views = list(_optimizer.optimizer_cache.values())
+    assert views == []
+    assert gradguard.findings() == []
 
 
 def _two_group_training() -> tuple[nn.Module, list[nn.Parameter], torch.optim.Optimizer]:
