@@ -25,7 +25,7 @@ from torch.optim import optimizer as optimizer_module
 
 import gradguard
 from gradguard import _findings, _state, _watchdog
-from gradguard._watchdog import _graphs, _optimizer, _reach, _train_mode
+from gradguard._watchdog import _built, _graphs, _optimizer, _reach, _train_mode
 
 HERE = os.path.abspath(__file__)
 
@@ -1063,6 +1063,72 @@ def test_steps_of_one_optimizer_in_two_threads_leave_every_next_step_working(
         _seen, raised = _step_interleaved(line)
         assert raised == [], f"paused at {_optimizer.__file__}:{line}"
     assert gradguard.findings() == []
+
+
+def _free_paused_while_unwatching(code: types.CodeType, pause_line: int | None) -> set[int]:
+    """Free a stepped model and optimizer in a thread paused at ``pause_line`` of ``code``.
+
+    While it is paused there (in a weak reference's callback), the main thread calls unwatch().
+    Returns the lines of ``code`` the thread ran.
+    """
+    gradguard.watch()
+    model = Net().train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    model(batch()).sum().backward()
+    optimizer.step()
+    held: list[object] = [model, optimizer, nn.Linear(2, 2)]  # built since: not resolved yet
+    del model, optimizer
+    seen: set[int] = set()
+    paused, resume = threading.Event(), threading.Event()
+
+    def line_by_line(frame: types.FrameType, event: str, arg: object) -> object:
+        if frame.f_code is not code:
+            return None
+
+        def on_line(frame: types.FrameType, event: str, arg: object) -> object:
+            if event == "line":
+                seen.add(frame.f_lineno)
+                if frame.f_lineno == pause_line and not paused.is_set():
+                    paused.set()
+                    resume.wait(10)
+            return on_line
+
+        return on_line
+
+    def free() -> None:
+        sys.settrace(line_by_line)
+        try:
+            held.clear()
+        finally:
+            sys.settrace(None)
+
+    thread = threading.Thread(target=free)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while thread.is_alive() and not paused.wait(0.001) and time.monotonic() < deadline:
+        pass
+    gradguard.unwatch()
+    resume.set()
+    thread.join(10)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [_optimizer._forget_optimizer, _reach._forget_model, _reach._forget_parameter, _built._forget],
+    ids=lambda callback: callback.__name__,
+)
+def test_objects_freed_in_a_thread_while_unwatching_raise_nothing(
+    monkeypatch: pytest.MonkeyPatch, callback: types.FunctionType
+) -> None:
+    """unwatch() landing anywhere in the callback of a model or optimizer freed elsewhere."""
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda hook: raised.append(hook.exc_value))
+    lines = _free_paused_while_unwatching(callback.__code__, None)
+    assert lines and raised == []
+    for line in sorted(lines):
+        _free_paused_while_unwatching(callback.__code__, line)
+        assert raised == [], f"paused at {callback.__code__.co_filename}:{line}"
 
 
 def test_compiled_model_compiles_fullgraph_without_recompiling(

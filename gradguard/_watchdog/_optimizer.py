@@ -105,7 +105,7 @@ _cached_view = optimizer_cache.get
 def _forget_optimizer(key: int, ref: weakref.ref[torch.optim.Optimizer]) -> None:
     view = optimizer_cache.get(key)
     if view is not None and view.ref is ref:
-        del optimizer_cache[key]
+        optimizer_cache.pop(key, None)  # unwatch() in another thread may have cleared it
 
 
 def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

@@ -111,7 +111,7 @@ def forget_all() -> list[str]:
 def _forget_model(key: int, ref: weakref.ref[nn.Module]) -> None:
     record = models.get(key)
     if record is not None and record.ref is ref:
-        del models[key]
+        models.pop(key, None)  # unwatch() in another thread may have cleared it
         status.structure += 1
 
 
@@ -245,7 +245,7 @@ def noting_train(original: Callable[..., Any]) -> Callable[..., Any]:
 def _forget_parameter(key: int, ref: weakref.ref[torch.Tensor]) -> None:
     entry = param_owner.get(key)
     if entry is not None and entry[0] is ref:
-        del param_owner[key]
+        param_owner.pop(key, None)  # likewise
 
 
 def on_parameter_registered(module: nn.Module, _name: str, param: Any) -> None:
