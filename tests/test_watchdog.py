@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import _thread
+import collections
+import functools
 import gc
+import operator
 import os
 import subprocess
 import sys
 import threading
+import time
+import types
 import warnings
 import weakref
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 import torch
@@ -18,7 +25,7 @@ from torch.optim import optimizer as optimizer_module
 
 import gradguard
 from gradguard import _findings, _state, _watchdog
-from gradguard._watchdog import _graphs, _reach, _train_mode
+from gradguard._watchdog import _built, _graphs, _optimizer, _reach, _train_mode
 
 HERE = os.path.abspath(__file__)
 
@@ -464,6 +471,24 @@ def test_scoped_set_grad_enabled_is_forgotten_on_exit(watched: gradguard.WatchHa
     assert "set_grad_enabled(False) at" not in str(caught[0].message)
 
 
+@pytest.mark.parametrize("mode", [False, True])
+def test_grad_switch_called_straight_from_c_code_works(
+    watched: gradguard.WatchHandle, monkeypatch: pytest.MonkeyPatch, mode: bool
+) -> None:
+    """set_grad_enabled() with no Python caller (an atexit callback, a thread's target) works."""
+    torch.set_grad_enabled(False)  # a bare switch recorded: switching on looks at the caller too
+    torch.set_grad_enabled(True)
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda hook: raised.append(hook.exc_value))
+    done = threading.Event()
+    calls = [functools.partial(torch.set_grad_enabled, mode), done.set]
+    # Only C code (deque, map, methodcaller, partial) runs before set_grad_enabled.__init__ in
+    # the new thread, so that frame is the first of its stack, as in an atexit callback.
+    _thread.start_new_thread(collections.deque, (map(operator.methodcaller("__call__"), calls), 0))
+    assert done.wait(10), raised
+    assert raised == []
+
+
 def test_train_mode_under_inference_mode_is_found(watched: gradguard.WatchHandle) -> None:
     """inference_mode disables gradients too; the message says so."""
     model = Net()
@@ -902,6 +927,210 @@ def test_allow_in_one_thread_does_not_silence_another(watched: gradguard.WatchHa
     assert seen == ["TrainModeWithoutGradWarning"]
 
 
+class _StepsAtCollection:
+    """In a cycle with an optimizer; its finaliser steps it as the collector frees both."""
+
+    kept: ClassVar[list[torch.optim.Optimizer]] = []
+
+    def __init__(self, optimizer: torch.optim.Optimizer, keep: bool) -> None:
+        self.optimizer = optimizer
+        self.keep = keep
+        self.stepped = False
+        optimizer.helper = self  # type: ignore[attr-defined]
+
+    def __del__(self) -> None:
+        self.optimizer.step()  # after the collector cleared the weak references to it
+        if self.keep:
+            _StepsAtCollection.kept.append(self.optimizer)  # brought back to life
+
+
+@pytest.mark.parametrize("freed", ["refcount", "collected", "resurrected"])
+def test_a_freed_optimizer_leaves_no_view_of_it_behind(
+    watched: gradguard.WatchHandle, freed: str
+) -> None:
+    """The step hook's view goes with its optimizer, however freed: its address may be reused.
+
+    The hook's fast path trusts the view cached for an address to be that of the optimizer
+    living there; a finaliser stepping the optimizer while the collector frees it makes a view
+    after the collector has cleared the weak references, which must go too.
+    """
+    model = Net().train()
+    model(batch()).sum().backward()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    optimizer.step()
+    assert list(_optimizer.optimizer_cache) == [id(optimizer)]
+    if freed != "refcount":
+        _StepsAtCollection(optimizer, keep=freed == "resurrected")
+    del optimizer
+    gc.collect()
+    views = list(_optimizer.optimizer_cache.values())
+    if freed == "resurrected":
+        [alive] = _StepsAtCollection.kept
+        _StepsAtCollection.kept.clear()
+        del alive.helper  # type: ignore[attr-defined]
+        alive.step()
+        assert [view.ref() for view in _optimizer.optimizer_cache.values()] == [alive]
+        del alive
+        gc.collect()
+        views = list(_optimizer.optimizer_cache.values())
+    assert views == []
+    assert gradguard.findings() == []
+
+
+def _two_group_training() -> tuple[nn.Module, list[nn.Parameter], torch.optim.Optimizer]:
+    """A backbone of four parameters and a head of one, each its own param group."""
+    backbone = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    head = nn.Linear(4, 1, bias=False)
+    model = nn.Sequential(backbone, head).train()
+    optimizer = torch.optim.SGD(
+        [{"params": backbone.parameters()}, {"params": head.parameters()}], lr=0.1
+    )
+    return model, [*backbone.parameters(), *head.parameters()], optimizer
+
+
+def _grads_on(model: nn.Module, params: list[nn.Parameter]) -> None:
+    for param in model.parameters():
+        param.grad = None
+    for param in params:
+        param.grad = torch.ones_like(param)
+
+
+def _step_interleaved(pause_line: int | None) -> tuple[set[int], list[BaseException]]:
+    """One thread's step paused at ``pause_line`` of the step hook's module while another steps.
+
+    The first step finds the gradient at the backbone's last parameter; while it is paused, the
+    gradients move to the head and a second thread steps. Returns the lines the first step ran
+    there and what any step (both threads', then two more) raised.
+    """
+    model, params, optimizer = _two_group_training()
+    _grads_on(model, params)
+    optimizer.step()  # the step hook's view is made
+    _grads_on(model, [params[3]])
+    hook_file = _optimizer.__file__
+    seen: set[int] = set()
+    paused, resume = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
+
+    def line_by_line(frame: types.FrameType, event: str, arg: object) -> object:
+        if frame.f_code.co_filename != hook_file:
+            return None
+
+        def on_line(frame: types.FrameType, event: str, arg: object) -> object:
+            if event == "line":
+                seen.add(frame.f_lineno)
+                if frame.f_lineno == pause_line and not paused.is_set():
+                    paused.set()
+                    resume.wait(10)
+            return on_line
+
+        return on_line
+
+    def step(traced: bool) -> None:
+        if traced:
+            sys.settrace(line_by_line)
+        try:
+            optimizer.step()
+        except BaseException as error:
+            raised.append(error)
+        finally:
+            sys.settrace(None)
+
+    first = threading.Thread(target=step, args=(True,))
+    first.start()
+    deadline = time.monotonic() + 10
+    while first.is_alive() and not paused.wait(0.001) and time.monotonic() < deadline:
+        pass  # the first step pauses at pause_line, or ends without reaching it
+    if paused.is_set():
+        _grads_on(model, [params[4]])
+        second = threading.Thread(target=step, args=(False,))
+        second.start()
+        second.join(10)
+    resume.set()
+    first.join(10)
+    step(traced=False)
+    _grads_on(model, [params[4]])
+    step(traced=False)
+    return seen, raised
+
+
+def test_steps_of_one_optimizer_in_two_threads_leave_every_next_step_working(
+    watched: gradguard.WatchHandle,
+) -> None:
+    """Another thread's step landing anywhere in a step's hook never breaks a later step."""
+    lines, raised = _step_interleaved(None)
+    assert lines and raised == []
+    for line in sorted(lines):
+        _seen, raised = _step_interleaved(line)
+        assert raised == [], f"paused at {_optimizer.__file__}:{line}"
+    assert gradguard.findings() == []
+
+
+def _free_paused_while_unwatching(code: types.CodeType, pause_line: int | None) -> set[int]:
+    """Free a stepped model and optimizer in a thread paused at ``pause_line`` of ``code``.
+
+    While it is paused there (in a weak reference's callback), the main thread calls unwatch().
+    Returns the lines of ``code`` the thread ran.
+    """
+    gradguard.watch()
+    model = Net().train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    model(batch()).sum().backward()
+    optimizer.step()
+    held: list[object] = [model, optimizer, nn.Linear(2, 2)]  # built since: not resolved yet
+    del model, optimizer
+    seen: set[int] = set()
+    paused, resume = threading.Event(), threading.Event()
+
+    def line_by_line(frame: types.FrameType, event: str, arg: object) -> object:
+        if frame.f_code is not code:
+            return None
+
+        def on_line(frame: types.FrameType, event: str, arg: object) -> object:
+            if event == "line":
+                seen.add(frame.f_lineno)
+                if frame.f_lineno == pause_line and not paused.is_set():
+                    paused.set()
+                    resume.wait(10)
+            return on_line
+
+        return on_line
+
+    def free() -> None:
+        sys.settrace(line_by_line)
+        try:
+            held.clear()
+        finally:
+            sys.settrace(None)
+
+    thread = threading.Thread(target=free)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while thread.is_alive() and not paused.wait(0.001) and time.monotonic() < deadline:
+        pass
+    gradguard.unwatch()
+    resume.set()
+    thread.join(10)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [_optimizer._forget_optimizer, _reach._forget_model, _reach._forget_parameter, _built._forget],
+    ids=lambda callback: callback.__name__,
+)
+def test_objects_freed_in_a_thread_while_unwatching_raise_nothing(
+    monkeypatch: pytest.MonkeyPatch, callback: types.FunctionType
+) -> None:
+    """unwatch() landing anywhere in the callback of a model or optimizer freed elsewhere."""
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda hook: raised.append(hook.exc_value))
+    lines = _free_paused_while_unwatching(callback.__code__, None)
+    assert lines and raised == []
+    for line in sorted(lines):
+        _free_paused_while_unwatching(callback.__code__, line)
+        assert raised == [], f"paused at {callback.__code__.co_filename}:{line}"
+
+
 def test_compiled_model_compiles_fullgraph_without_recompiling(
     watched: gradguard.WatchHandle,
 ) -> None:
@@ -922,6 +1151,25 @@ def test_compiled_model_compiles_fullgraph_without_recompiling(
     assert torch.equal(first, expected) and torch.equal(second, expected)
     assert gradguard.findings() == []
     torch._dynamo.reset()
+
+
+def test_export_of_watched_models_runs_as_unwatched_and_reports_after() -> None:
+    """torch.export of watched models (strict): the unwatched graph; a finding waits for after."""
+    model, trained = Net().eval(), Net().train()
+    unwatched = str(torch.export.export(model, (batch(),)).graph)
+    with gradguard.watch(strict=True):
+        model.eval()
+        trained.train()
+        line = here() + 1
+        model(batch())  # a graph built in eval and dropped: GG001 waits for a safe point
+        gc.collect()
+        exported = torch.export.export(model, (batch(),))
+        with torch.no_grad():
+            torch.export.export(trained, (batch(),))  # traced, not run in training mode
+        with pytest.raises(gradguard.GradGuardError, match="GG001"):
+            _watchdog.flush()
+    assert str(exported.graph) == unwatched
+    assert codes() == [("GG001", line)]
 
 
 def test_findings_channel_is_shared(watched: gradguard.WatchHandle) -> None:

@@ -28,7 +28,7 @@ built: dict[int, weakref.ref[nn.Module]] = {}
 
 def _forget(key: int, ref: weakref.ref[nn.Module]) -> None:
     if built.get(key) is ref:
-        del built[key]
+        built.pop(key, None)  # note_built() or unwatch() in another thread may have cleared it
 
 
 def remember(module: nn.Module) -> None:

@@ -39,6 +39,10 @@ class _OptimizerView:
     as it was, as many groups as there were (:func:`_is_current`): ``add_param_group``, a group
     given other parameters or more of them change one of those (``load_state_dict`` keeps the
     lists).
+
+    Never changed once in :data:`optimizer_cache`: the step hook reads the probe's list and index
+    without a lock, so a probe that moves is a new view put there whole (:meth:`probed_at`), and
+    a step in another thread sees either the old pair or the new one, never half of each.
     """
 
     __slots__ = (
@@ -71,6 +75,15 @@ class _OptimizerView:
         self.probe_list: list[Any] = [_NoProbe]
         self.probe_index = 0
 
+    def probed_at(self, params: list[Any], index: int) -> _OptimizerView:
+        """A copy of this view whose probe is ``params[index]`` (one of its lists)."""
+        moved = object.__new__(_OptimizerView)
+        for name in _OptimizerView.__slots__:
+            setattr(moved, name, getattr(self, name))
+        moved.probe_list = params
+        moved.probe_index = index
+        return moved
+
 
 def _is_current(view: _OptimizerView, groups: list[dict[str, Any]]) -> bool:
     """Whether ``view`` still describes the optimizer whose ``param_groups`` is ``groups``."""
@@ -94,7 +107,7 @@ _cached_view = optimizer_cache.get
 def _forget_optimizer(key: int, ref: weakref.ref[torch.optim.Optimizer]) -> None:
     view = optimizer_cache.get(key)
     if view is not None and view.ref is ref:
-        del optimizer_cache[key]
+        optimizer_cache.pop(key, None)  # unwatch() in another thread may have cleared it
 
 
 def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -143,12 +156,18 @@ def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
 
 
 def _has_gradient(optimizer: torch.optim.Optimizer, view: _OptimizerView) -> bool:
-    """Whether some parameter of ``optimizer`` has a gradient (its place kept in ``view``)."""
+    """Whether some parameter of ``optimizer`` has a gradient (its place kept for the next step).
+
+    ``view`` must be current; where the place is new, a copy of it probing there replaces it in
+    the cache (unless another view has replaced it since, which is then the one to keep).
+    """
     for params, _count in view.lists:
         for index, param in enumerate(params):
             if param.grad is not None:
-                view.probe_list = params
-                view.probe_index = index
+                if view.probe_list is not params or view.probe_index != index:
+                    key = id(optimizer)
+                    if optimizer_cache.get(key) is view:
+                        optimizer_cache[key] = view.probed_at(params, index)
                 return True
     return False
 

@@ -113,7 +113,7 @@ def forget_all() -> list[str]:
 def _forget_model(key: int, ref: weakref.ref[nn.Module]) -> None:
     record = models.get(key)
     if record is not None and record.ref is ref:
-        del models[key]
+        models.pop(key, None)  # unwatch() in another thread may have cleared it
         status.structure += 1
 
 
@@ -247,7 +247,7 @@ def noting_train(original: Callable[..., Any]) -> Callable[..., Any]:
 def _forget_parameter(key: int, ref: weakref.ref[torch.Tensor]) -> None:
     entry = param_owner.get(key)
     if entry is not None and entry[0] is ref:
-        del param_owner[key]
+        param_owner.pop(key, None)  # likewise
 
 
 def on_parameter_registered(module: nn.Module, _name: str, param: Any) -> None:
@@ -421,9 +421,10 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
             finally:
                 calls.depth = depth
         # The checked call; _check_first_call does the same for deep mode's first call. Tracing
-        # by torch.export or torch.jit.trace is asked only where a check would run: a training
-        # forward with gradients on (every training step) does no check.
-        if pending:
+        # by torch.export or torch.jit.trace is asked only where a check or a report would run:
+        # a training forward with gradients on (every training step) does none. A traced call
+        # reports nothing: the findings waiting are reported at the next safe point after it.
+        if pending and not compiler._is_compiling_flag and _tracing_state() is None:
             _graphs.flush_pending()
         if (
             self.training
