@@ -47,11 +47,13 @@ class _OptimizerView:
 
     __slots__ = (
         "all_owned",
+        "count",
         "lists",
         "probe_index",
         "probe_list",
         "ref",
         "roots",
+        "single",
         "structure",
         "watched",
     )
@@ -63,6 +65,9 @@ class _OptimizerView:
         self.lists = tuple(
             (group["params"], len(group["params"])) for group in optimizer.param_groups
         )
+        # The one group's list and its length, or None: most optimizers have one group.
+        self.single = self.lists[0][0] if len(self.lists) == 1 else None
+        self.count = self.lists[0][1] if len(self.lists) == 1 else 0
         self.roots: list[tuple[weakref.ref[nn.Module], list[torch.Tensor]]] = []
         self.all_owned = False
         # The models whose flag each step reads: the roots when they own every parameter stepped
@@ -85,16 +90,20 @@ class _OptimizerView:
         return moved
 
 
-def _is_current(view: _OptimizerView, groups: list[dict[str, Any]]) -> bool:
-    """Whether ``view`` still describes the optimizer whose ``param_groups`` is ``groups``."""
-    lists = view.lists
-    if view.structure != status.structure or len(groups) != len(lists):
+def _lists_are(groups: list[dict[str, Any]], lists: tuple[tuple[list[Any], int], ...]) -> bool:
+    """Whether ``groups`` hold the ``params`` lists of ``lists``, each as long as it was."""
+    if len(groups) != len(lists):
         return False
     for group, (params, count) in zip(groups, lists):
         current = group["params"]
         if current is not params or len(current) != count:
             return False
     return True
+
+
+def _is_current(view: _OptimizerView, groups: list[dict[str, Any]]) -> bool:
+    """Whether ``view`` still describes the optimizer whose ``param_groups`` is ``groups``."""
+    return view.structure == status.structure and _lists_are(groups, view.lists)
 
 
 # id(optimizer) -> its view. Not a WeakKeyDictionary: its lookup makes a weak reference on every
@@ -145,8 +154,8 @@ def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
         watched = []
         for ref, _stepped in view.roots:
             watched.append(ref)
-            model = ref()
-            inner = model._modules.get("module") if isinstance(model, WRAPPERS) else None
+            root = ref()
+            inner = root._modules.get("module") if isinstance(root, WRAPPERS) else None
             if inner is not None:
                 # A wrapper's flag says nothing of what runs: its model's does.
                 watched.append(weakref.ref(inner))
@@ -201,22 +210,23 @@ def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs:
         _before_step()
     view = _cached_view(id(optimizer))
     if view is not None and view.structure == status.structure:
-        # _is_current() and _probe_has_gradient() written out: every step asks.
+        # _is_current() and _probe_has_gradient() written out: every step asks. One group (the
+        # common case) is read without a loop, which costs more than the rest of the hook.
         groups = optimizer.param_groups
-        lists = view.lists
-        if len(groups) == len(lists):
-            for group, (params, count) in zip(groups, lists):
-                listed = group["params"]
-                if listed is not params or len(listed) != count:
+        single = view.single
+        if single is not None:
+            current = (
+                len(groups) == 1 and groups[0]["params"] is single and len(single) == view.count
+            )
+        else:
+            current = _lists_are(groups, view.lists)
+        if current and view.probe_list[view.probe_index].grad is not None:
+            for ref in view.watched:
+                model = ref()
+                if model is not None and not model.training:
                     break
             else:
-                if view.probe_list[view.probe_index].grad is not None:
-                    for ref in view.watched:
-                        model = ref()
-                        if model is not None and not model.training:
-                            break
-                    else:
-                        return
+                return
     _check_step_safely(optimizer, args, kwargs)
 
 

@@ -426,8 +426,11 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
         # reports nothing: the findings waiting are reported at the next safe point after it.
         if pending and not compiler._is_compiling_flag and _tracing_state() is None:
             _graphs.flush_pending()
+        # The flag is read once (reading an nn.Module attribute is a slow lookup): the forward ran
+        # in the mode it was entered in.
+        training = self.training
         if (
-            self.training
+            training
             and not is_grad_enabled()
             and not compiler._is_compiling_flag
             and _tracing_state() is None
@@ -440,7 +443,7 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
             # Whatever ends the forward (an exception, KeyboardInterrupt), this thread recovers.
             calls.depth = 0
         if (
-            (not self.training or (wrapper and wrapped_in_eval(self) is not None))
+            (not training or (wrapper and wrapped_in_eval(self) is not None))
             and is_grad_enabled()
             and not compiler._is_compiling_flag
             and _tracing_state() is None
