@@ -1,0 +1,142 @@
+"""What `watch()` adds to a training step and an eval forward, in instructions (deterministic).
+
+Timing a few microseconds on a shared machine needs many rounds and still leaves a wide
+interval; the number of CPU instructions a call executes does not depend on the machine's load.
+This script counts them with valgrind's callgrind, switched on only around the measured calls
+(a tiny C helper issues callgrind's client requests): per workload, unwatched and under
+``watch()``, twice each in the order A B A B, every arm warmed up first (64 calls) so the
+interpreter's specialised instructions have settled after each install and removal, and the
+garbage collector off while counting. It prints the instructions per call of each arm (10- and
+100-module models, batch 1) and the difference, with the spread of the two unwatched counts as
+the noise floor.
+
+Needs ``valgrind`` and a C compiler (``cc``); takes under a minute. Run it as
+``python benchmarks/instructions_watchdog.py``: it compiles the helper into a temporary
+directory and runs itself again under valgrind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HELPER = r"""
+#include <valgrind/callgrind.h>
+void gg_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
+void gg_stop(const char *name) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS_AT(name); }
+"""
+CALLS = 50
+ORDER = ("unwatched", "watch()", "unwatched", "watch()")
+
+
+def measure(library: str) -> None:
+    """Under valgrind: run every workload in every arm, one callgrind dump per block of calls."""
+    import torch
+
+    import gradguard
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from bench_watchdog import chain, eval_forward, training_step
+
+    helper = ctypes.CDLL(library)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x = torch.randn(1, 8)
+    y = torch.randint(0, 8, (1,))
+    workloads = {}
+    for size in (10, 100):
+        model = chain(size)
+        workloads[f"{size}-module training step"] = (model, training_step(model, x, y), True)
+        workloads[f"{size}-module eval forward (no_grad)"] = (model, eval_forward(model, x), False)
+    for name, (model, fn, train) in workloads.items():
+        for arm in ORDER:
+            handle = gradguard.watch() if arm != "unwatched" else None
+            model.train(train)
+            for _ in range(64):
+                fn()
+            # A collection of the whole heap landing in one block would count millions of
+            # instructions that belong to neither arm: none runs while counting.
+            gc.collect()
+            gc.disable()
+            helper.gg_start()
+            for _ in range(CALLS):
+                fn()
+            helper.gg_stop(f"{name}|{arm}".encode())
+            gc.enable()
+            if handle is not None:
+                handle.close()
+
+
+def report(folder: str) -> None:
+    counts: dict[str, dict[str, list[int]]] = {}
+    dumps = [n for n in os.listdir(folder) if n.startswith("callgrind.out.") and n.count(".") == 3]
+    for entry in sorted(dumps, key=lambda n: int(n.rsplit(".", 1)[-1])):
+        label = total = None
+        with open(os.path.join(folder, entry)) as dump:
+            for line in dump:
+                if line.startswith("desc: Trigger: Client Request: "):
+                    label = line.split(": ", 3)[-1].strip()
+                elif line.startswith("totals:"):
+                    total = int(line.split()[1])
+        if label and total is not None and "|" in label:
+            name, arm = label.split("|")
+            counts.setdefault(name, {}).setdefault(arm, []).append(total)
+    for name, arms in counts.items():
+        base = [total / CALLS for total in arms["unwatched"]]
+        watched = [total / CALLS for total in arms["watch()"]]
+        mean_base = sum(base) / len(base)
+        mean_watched = sum(watched) / len(watched)
+        print(
+            f"{name}: unwatched {mean_base:,.0f} instructions per call "
+            f"(the two counts {abs(base[0] - base[1]):,.0f} apart); watch() "
+            f"{mean_watched - mean_base:+,.0f} ({(mean_watched / mean_base - 1) * 100:+.2f}%; "
+            f"the two counts {abs(watched[0] - watched[1]):,.0f} apart)"
+        )
+
+
+def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "--inside":
+        measure(sys.argv[2])
+        return 0
+    for tool in ("valgrind", "cc"):
+        if shutil.which(tool) is None:
+            print(f"instructions_watchdog.py needs {tool!r} on PATH", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory() as folder:
+        source = os.path.join(folder, "helper.c")
+        library = os.path.join(folder, "libhelper.so")
+        with open(source, "w") as out:
+            out.write(HELPER)
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", library, source], check=True)
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        done = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={folder}/callgrind.out.%p",
+                sys.executable,
+                os.path.abspath(__file__),
+                "--inside",
+                library,
+            ],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            return done.returncode
+        print(f"python {sys.version.split()[0]}, instructions counted by valgrind's callgrind")
+        report(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
