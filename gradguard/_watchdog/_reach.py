@@ -9,6 +9,7 @@ models are built, never on forward. ``deep=True`` adds :func:`deep_call` as ``nn
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -332,13 +333,23 @@ def _rebuild_covered() -> list[Any]:
 # PyTorch's fast path.
 
 
-class _Calls(threading.local):
-    """Per thread: how deep in watched forwards we are (a watched model inside another)."""
+# The threads inside a watched forward, once per forward in flight (a watched model called inside
+# another is not added: the outermost speaks for the call). A list, not a threading.local: a
+# thread-local read and two writes on every watched call cost about twice what one thread id, an
+# append and a remove cost, and a nested call only asks whether its thread is here.
+_inflight: list[int] = []
+_get_ident = threading.get_ident
 
-    depth = 0
+
+def _inside_watched() -> bool:
+    """Whether this thread is inside the forward of a watched model."""
+    return bool(_inflight) and _get_ident() in _inflight
 
 
-_calls = _Calls()
+def _leave(me: int) -> None:
+    # Once per forward: the entry may be missing only if the append itself was interrupted.
+    with contextlib.suppress(ValueError):
+        _inflight.remove(me)
 
 # Every class given our __call__: (our __call__, what it calls under it).
 _wrapped: dict[type, tuple[Callable[..., Any], _layers.Inner]] = {}
@@ -387,6 +398,8 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
     notes = _notes_its_instances(cls)
     wrapper = issubclass(cls, WRAPPERS)
     absent = _layers.ABSENT
+    inflight = _inflight  # mutated in place, never rebound
+    get_ident = _get_ident
     pending = _graphs.pending  # mutated in place, never rebound
     is_grad_enabled = torch.is_grad_enabled
 
@@ -398,7 +411,8 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
             return call(self, *args, **kwargs)
         if id(self) not in models:
             if (
-                not (notes and status.installed and not _calls.depth)
+                not (notes and status.installed)
+                or (_inflight and _get_ident() in _inflight)
                 or compiler._is_compiling_flag
                 or _tracing_state() is not None
             ):
@@ -411,15 +425,10 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
             if call is _TORCH_CALL and self._compiled_call_impl is None
             else MethodType(call, self)
         )
-        calls = _calls
-        depth = calls.depth
-        if depth:
+        me = get_ident()
+        if inflight and me in inflight:
             # The outermost watched model speaks for this call.
-            try:
-                calls.depth = depth + 1
-                return forward(*args, **kwargs)
-            finally:
-                calls.depth = depth
+            return forward(*args, **kwargs)
         # The checked call; _check_first_call does the same for deep mode's first call. Tracing
         # by torch.export or torch.jit.trace is asked only where a check or a report would run:
         # a training forward with gradients on (every training step) does none. A traced call
@@ -437,11 +446,14 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
         ):
             check_train_without_grad(self)
         try:
-            calls.depth = 1
+            inflight.append(me)
             output = forward(*args, **kwargs)
         finally:
             # Whatever ends the forward (an exception, KeyboardInterrupt), this thread recovers.
-            calls.depth = 0
+            try:  # noqa: SIM105  # contextlib.suppress costs a context manager on every call
+                inflight.remove(me)
+            except ValueError:  # the append itself was interrupted
+                pass
         if (
             (not training or (wrapper and wrapped_in_eval(self) is not None))
             and is_grad_enabled()
@@ -502,7 +514,7 @@ def _first_call(module: nn.Module) -> bool:
             return False
     note_safely(module)
     _rebuild_covered()
-    return id(module) in models and not _calls.depth
+    return id(module) in models and not _inside_watched()
 
 
 def _check_first_call(
@@ -517,11 +529,12 @@ def _check_first_call(
         _graphs.flush_pending()
     if module.training and not torch.is_grad_enabled():
         check_train_without_grad(module)
+    me = _get_ident()
     try:
-        _calls.depth = 1
+        _inflight.append(me)
         output = original(module, *args, **kwargs)
     finally:
-        _calls.depth = 0
+        _leave(me)
     if (not module.training or wrapped_in_eval(module) is not None) and torch.is_grad_enabled():
         _graphs.track_graph(module, output)
     return output
