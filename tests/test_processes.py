@@ -206,3 +206,71 @@ def test_merge_adds_counts_and_names_processes() -> None:
         ("GG002", 9, 1, ("Process-1",)),
     ]
     assert own[0].count == 2 and own[0].processes == ()  # the parent's own records are untouched
+
+
+# A server thread of the parent is inside a watched forward when the parent forks; the child's
+# own thread (whose id the C library may give again: the parent's thread does not exist there)
+# runs an encoder left in training mode under no_grad.
+FORKED_MID_FORWARD = """\
+import multiprocessing
+import threading
+
+import torch
+from torch import nn
+
+
+class Encoder(nn.Module):
+    def __init__(self, gate=None):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+        self.drop = nn.Dropout(0.5)
+        self.gate = gate
+
+    def forward(self, x):
+        if self.gate is not None:
+            self.gate[0].set()
+            self.gate[1].wait()
+        return self.drop(self.fc(x))
+
+
+def encode():
+    encoder = Encoder()
+    encoder.train()
+    with torch.no_grad():
+        encoder(torch.ones(1, 2))  # the mistake: dropout active under no_grad
+
+
+def child():
+    worker = threading.Thread(target=encode)
+    worker.start()
+    worker.join()
+
+
+def serve(model):
+    with torch.no_grad():
+        model(torch.ones(1, 2))
+
+
+if __name__ == "__main__":
+    entered, release = threading.Event(), threading.Event()
+    served = Encoder((entered, release)).eval()
+    server = threading.Thread(target=serve, args=(served,))
+    server.start()
+    entered.wait()
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join()
+    release.set()
+    server.join()
+    print("served", flush=True)
+"""
+
+
+def test_a_forked_childs_threads_are_watched_though_a_parents_thread_was_mid_forward(
+    tmp_path: Path,
+) -> None:
+    """The parent's threads in flight at the fork are not the child's: its own are checked."""
+    _stderr, found = run(tmp_path, "forked.py", FORKED_MID_FORWARD)
+    assert [(f["code"], f["line"], f["processes"]) for f in found] == [
+        ("GG002", 26, ["ForkProcess-1"])
+    ]

@@ -346,10 +346,21 @@ def _inside_watched() -> bool:
     return bool(_inflight) and _get_ident() in _inflight
 
 
+def _forget_other_threads() -> None:
+    # A forked child has only the thread that forked: the others' forwards will never end there,
+    # and the C library gives their ids to the child's new threads, which would pass unchecked.
+    me = _get_ident()
+    _inflight[:] = [me] if me in _inflight else []
+
+
 def _leave(me: int) -> None:
     # Once per forward: the entry may be missing only if the append itself was interrupted.
     with contextlib.suppress(ValueError):
         _inflight.remove(me)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only; elsewhere no process is forked
+    os.register_at_fork(after_in_child=_forget_other_threads)
 
 # Every class given our __call__: (our __call__, what it calls under it).
 _wrapped: dict[type, tuple[Callable[..., Any], _layers.Inner]] = {}
