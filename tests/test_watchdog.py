@@ -1408,3 +1408,44 @@ def test_keyboard_interrupt_in_a_forward_does_not_blind_the_thread(
         line = here() + 1
         model(batch())
     assert codes() == [("GG002", line)]
+
+
+class EndArming(Net):
+    """A Net that, as its forward returns, arms a Ctrl-C for the next Python frame entered."""
+
+    armed: ClassVar[list[bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        self.armed.append(True)
+        return out
+
+
+def _interrupt_at_next_frame(frame: types.FrameType, event: str, arg: object) -> None:
+    # CPython runs signal handlers (KeyboardInterrupt) where a Python frame starts: a Ctrl-C that
+    # arrives as a forward returns is raised in the first frame entered after it.
+    if event == "call" and EndArming.armed:
+        EndArming.armed.clear()
+        raise KeyboardInterrupt
+
+
+def test_keyboard_interrupt_as_a_deep_first_call_ends_does_not_blind_the_thread() -> None:
+    """deep=True: a Ctrl-C raised just as a model's first forward returns, at the next Python
+    frame entered, leaves the thread watched: the next model's first call is checked (GG002)."""
+    first, other = EndArming().eval(), Net()  # built before watch(): only deep mode sees them
+    with gradguard.watch(deep=True):
+        with torch.no_grad():
+            previous = sys.gettrace()
+            sys.settrace(_interrupt_at_next_frame)
+            try:
+                first(batch())
+            except KeyboardInterrupt:
+                pass
+            finally:  # disarmed before the next frame (no_grad's __exit__) is entered
+                sys.settrace(previous)
+                EndArming.armed.clear()
+        assert torch.is_grad_enabled()
+        with pytest.warns(gradguard.TrainModeWithoutGradWarning), torch.no_grad():
+            line = here() + 1
+            other(batch())
+    assert codes() == [("GG002", line)]

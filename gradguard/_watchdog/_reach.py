@@ -9,7 +9,6 @@ models are built, never on forward. ``deep=True`` adds :func:`deep_call` as ``nn
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import sys
@@ -353,12 +352,6 @@ def _forget_other_threads() -> None:
     _inflight[:] = [me] if me in _inflight else []
 
 
-def _leave(me: int) -> None:
-    # Once per forward: the entry may be missing only if the append itself was interrupted.
-    with contextlib.suppress(ValueError):
-        _inflight.remove(me)
-
-
 if hasattr(os, "register_at_fork"):  # POSIX only; elsewhere no process is forked
     os.register_at_fork(after_in_child=_forget_other_threads)
 
@@ -461,7 +454,8 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
             output = forward(*args, **kwargs)
         finally:
             # Whatever ends the forward (an exception, KeyboardInterrupt), this thread recovers.
-            try:  # noqa: SIM105  # contextlib.suppress costs a context manager on every call
+            # No Python frame before the remove (see _check_first_call), nor a context manager.
+            try:  # noqa: SIM105  # contextlib.suppress enters Python frames, on every call
                 inflight.remove(me)
             except ValueError:  # the append itself was interrupted
                 pass
@@ -545,7 +539,12 @@ def _check_first_call(
         _inflight.append(me)
         output = original(module, *args, **kwargs)
     finally:
-        _leave(me)
+        # Removed before any Python frame is entered: a frame's start is where a signal
+        # handler runs (KeyboardInterrupt), and would leave this thread marked for good.
+        try:  # noqa: SIM105  # contextlib.suppress enters Python frames first
+            _inflight.remove(me)
+        except ValueError:  # the append itself was interrupted
+            pass
     if (not module.training or wrapped_in_eval(module) is not None) and torch.is_grad_enabled():
         _graphs.track_graph(module, output)
     return output
