@@ -84,14 +84,15 @@ WRAPPERS: tuple[type[torch.nn.Module], ...] = (
 )
 
 
+def wrapped_model(module: torch.nn.Module | None) -> torch.nn.Module | None:
+    """The model inside ``module`` when it is a DataParallel/DDP wrapper, else None."""
+    return module._modules.get("module") if isinstance(module, WRAPPERS) else None
+
+
 def wrapped_in_eval(module: torch.nn.Module) -> torch.nn.Module | None:
-    """The model inside ``module``, a DataParallel/DDP wrapper in training, when it is in eval."""
-    if not isinstance(module, WRAPPERS):
-        return None
-    inner = module._modules.get("module")
-    if inner is None or inner.training:
-        return None
-    return inner
+    """The model inside ``module``, a DataParallel/DDP wrapper, when that model is in eval."""
+    inner = wrapped_model(module)
+    return inner if inner is not None and not inner.training else None
 
 
 def model_name(module: torch.nn.Module) -> str:

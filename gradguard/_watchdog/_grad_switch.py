@@ -82,33 +82,21 @@ def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
     # bare switch was ever recorded; going off, at once when the caller's code is known to be
     # torch's or gradguard's (no_grad()'s enter, Optimizer.step's own switch) and no model only
     # ever called waits for it. The try costs nothing until sys._getframe(1) finds no caller.
-    if inline:
-
-        def __init__(self: Any, mode: bool) -> None:
+    def __init__(self: Any, mode: bool) -> None:
+        if inline:
             self.prev = is_grad_enabled()
             self.mode = mode
             set_grad_mode(mode)
-            try:
-                if mode:
-                    if _recorded:
-                        remember(self, mode, getframe(1))
-                elif built or not cached(getframe(1).f_code, False):
-                    remember(self, mode, getframe(1))
-            except ValueError:
-                pass  # no Python caller (an atexit callback, a thread's target): nothing to note
-
-    else:
-
-        def __init__(self: Any, mode: bool) -> None:
+        else:
             original(self, mode)
-            try:
-                if mode:
-                    if _recorded:
-                        remember(self, mode, getframe(1))
-                elif built or not cached(getframe(1).f_code, False):
+        try:
+            if mode:
+                if _recorded:
                     remember(self, mode, getframe(1))
-            except ValueError:
-                pass  # as above
+            elif built or not cached(getframe(1).f_code, False):
+                remember(self, mode, getframe(1))
+        except ValueError:
+            pass  # no Python caller (an atexit callback, a thread's target): nothing to note
 
     __init__.__wrapped__ = original  # type: ignore[attr-defined]
     return __init__

@@ -12,7 +12,6 @@ from torch import nn
 from gradguard import _findings
 from gradguard._watchdog import _built, _graphs, _reach
 from gradguard._watchdog._common import (
-    WRAPPERS,
     compiler,
     fail_open,
     is_dynamo_compiling,
@@ -20,6 +19,7 @@ from gradguard._watchdog._common import (
     report,
     status,
     wrapped_in_eval,
+    wrapped_model,
 )
 from gradguard._watchdog._grad_switch import describe_grad_disabled
 from gradguard._watchdog._train_mode import mode_dependent, mode_dependent_layers, runs_as_in
@@ -154,8 +154,7 @@ def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
         watched = []
         for ref, _stepped in view.roots:
             watched.append(ref)
-            root = ref()
-            inner = root._modules.get("module") if isinstance(root, WRAPPERS) else None
+            inner = wrapped_model(ref())
             if inner is not None:
                 # A wrapper's flag says nothing of what runs: its model's does.
                 watched.append(weakref.ref(inner))
