@@ -274,3 +274,45 @@ def test_a_forked_childs_threads_are_watched_though_a_parents_thread_was_mid_for
     assert [(f["code"], f["line"], f["processes"]) for f in found] == [
         ("GG002", 26, ["ForkProcess-1"])
     ]
+
+
+STARTED_IN_A_FORWARD = """\
+import multiprocessing
+
+import torch
+from torch import nn
+
+
+def encode():
+    encoder = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+    encoder.train()
+    with torch.no_grad():
+        encoder(torch.ones(1, 2))  # the mistake: dropout active under no_grad
+
+
+class Launcher(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x):
+        process = multiprocessing.get_context("fork").Process(target=encode)
+        process.start()
+        process.join()
+        return self.fc(x)
+
+
+if __name__ == "__main__":
+    launcher = Launcher().eval()
+    with torch.no_grad():
+        launcher(torch.ones(1, 2))
+    print("launched", flush=True)
+"""
+
+
+def test_a_process_started_inside_a_watched_forward_is_watched(tmp_path: Path) -> None:
+    """A multiprocessing child runs its target, never the rest of the forward that started it."""
+    _stderr, found = run(tmp_path, "launched.py", STARTED_IN_A_FORWARD)
+    assert [(f["code"], f["line"], f["processes"]) for f in found] == [
+        ("GG002", 11, ["ForkProcess-1"])
+    ]

@@ -343,6 +343,36 @@ def test_deep_mode_discovers_untouched_models() -> None:
     assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
 
 
+class GrowsAChildWhileWalked(nn.Module):
+    """Gains a child as its tree is walked (as another thread's change would land), then runs it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.grow = False
+
+    def modules(self) -> Iterator[nn.Module]:
+        yield from super().modules()
+        if self.grow:
+            self.grow = False
+            self.late = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(x)
+        return self.late(out) if "late" in self._modules else out
+
+
+def test_deep_mode_a_child_added_during_the_walk_is_part_of_its_model() -> None:
+    """The covered set keeps the generation it started from: a child added meanwhile is rechecked
+    (and found inside its model), not noted as a model of its own."""
+    model = GrowsAChildWhileWalked().eval()
+    with gradguard.watch(deep=True), torch.no_grad():
+        model.grow = True
+        model(batch())  # its first call: the watchdog walks it, and it grows
+        model(batch())  # its new child's first call
+        assert _watchdog.known_models() == [model]
+
+
 def test_deep_mode_checks_the_first_call_of_an_eval_model_nobody_touched() -> None:
     """deep=True: the very first call of a model seen by nothing else is checked (GG001)."""
     model = Net().eval()  # before watch(): the watchdog never saw it switched or built
@@ -444,6 +474,41 @@ def test_train_mode_forward_without_grad_is_found(watched: gradguard.WatchHandle
     assert "inside a torch.no_grad() block" in message
     assert "Fix: to evaluate, call model.eval() first" in message
     assert [(f.code, f.lineno, f.count) for f in gradguard.findings()] == [("GG002", line, 2)]
+
+
+class GrowsWhileWalked(nn.Module):
+    """Gains a dropout while its tree is being walked, as another thread's change would land."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.grow = False
+
+    def modules(self) -> Iterator[nn.Module]:
+        yield from super().modules()
+        if self.grow:
+            self.grow = False
+            self.drop = nn.Dropout(0.5)  # registered as the walk ends, before it is stored
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(x)
+        return self.drop(out) if "drop" in self._modules else out
+
+
+def test_a_layer_added_during_the_walk_of_a_model_is_seen_at_its_next_forward(
+    watched: gradguard.WatchHandle,
+) -> None:
+    """The cache of mode-dependent layers keeps the generation it started from, not a later one."""
+    model = GrowsWhileWalked()
+    model.train()
+    model.grow = True
+    with torch.no_grad():
+        model(batch())  # its tree has no mode-dependent layer yet: nothing to report
+        assert gradguard.findings() == []
+        with pytest.warns(gradguard.TrainModeWithoutGradWarning):
+            line = here() + 1
+            model(batch())
+    assert codes() == [("GG002", line)]
 
 
 def test_train_mode_names_the_bare_set_grad_enabled(watched: gradguard.WatchHandle) -> None:
@@ -975,6 +1040,20 @@ def test_a_freed_optimizer_leaves_no_view_of_it_behind(
         views = list(_optimizer.optimizer_cache.values())
     assert views == []
     assert gradguard.findings() == []
+
+
+def test_a_view_stored_as_the_watchdog_was_removed_is_not_trusted_by_the_next_one() -> None:
+    """A step that made its view while another thread removed the watchdog stores it after the
+    cache was cleared; the next watch() makes its own (the modules may have changed unseen)."""
+    with gradguard.watch():
+        model = Net().train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        model(batch()).sum().backward()
+        late = _optimizer._view_of(optimizer)
+    _optimizer.optimizer_cache[id(optimizer)] = late  # the late store, as unwatch() finished
+    with gradguard.watch():
+        optimizer.step()
+        assert _optimizer.optimizer_cache[id(optimizer)].roots is not late.roots
 
 
 def _two_group_training() -> tuple[nn.Module, list[nn.Parameter], torch.optim.Optimizer]:

@@ -269,6 +269,9 @@ def _uninstall(strict: bool | None = None) -> None:
     local.__dict__.clear()
     optimizer_cache.clear()
     mode_dependent_cache.clear()
+    # A cache entry made by a step or forward still running in another thread lands after the
+    # clearing: this makes it stale for every later watch().
+    status.structure += 1
     _warn_stuck(stuck, stacklevel=4)
     _graphs.report_unused_graphs(strict)
 

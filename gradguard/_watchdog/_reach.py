@@ -10,6 +10,7 @@ models are built, never on forward. ``deep=True`` adds :func:`deep_call` as ``nn
 from __future__ import annotations
 
 import functools
+import multiprocessing.util
 import os
 import sys
 import threading
@@ -312,10 +313,12 @@ def reset_covered() -> None:
 
 def _rebuild_covered() -> list[Any]:
     global _covered
+    # Read before the walk: a change another thread makes during it then leaves this one stale.
+    generation = status.structure
     ids: set[int] = set()
     for model in known_models():
         ids.update(map(id, model.modules()))
-    _covered = [status.structure, frozenset(ids)]
+    _covered = [generation, frozenset(ids)]
     return _covered
 
 
@@ -354,6 +357,17 @@ def _forget_other_threads() -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX only; elsewhere no process is forked
     os.register_at_fork(after_in_child=_forget_other_threads)
+
+
+def _forget_all_threads(_registered: object) -> None:
+    # A multiprocessing child runs its target and exits: even the forking thread never goes back
+    # to the forward it was started from, so what the child calls is its own, and checked.
+    _inflight.clear()
+
+
+# Run by every multiprocessing child as it starts, before its target (kept by weak reference:
+# the function is its own key).
+multiprocessing.util.register_after_fork(_forget_all_threads, _forget_all_threads)
 
 # Every class given our __call__: (our __call__, what it calls under it).
 _wrapped: dict[type, tuple[Callable[..., Any], _layers.Inner]] = {}

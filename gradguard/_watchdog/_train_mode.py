@@ -127,10 +127,12 @@ def _mode_dependent_layers(module: nn.Module) -> tuple[weakref.ref[nn.Module], .
     cached = mode_dependent_cache.get(module)
     if cached is not None and cached[0] == status.structure:
         return cached[1]
+    # Read before the walk: a change another thread makes during it then leaves this entry stale.
+    generation = status.structure
     layers = tuple(
         weakref.ref(sub) for sub in module.modules() if _behaves_differently_in_training(sub)
     )
-    mode_dependent_cache[module] = (status.structure, layers)
+    mode_dependent_cache[module] = (generation, layers)
     return layers
 
 
