@@ -22,6 +22,14 @@ _internal: dict[CodeType, bool] = {}
 _INTERNAL_CACHE_SIZE = 4096
 
 
+# The last internal callers met (no_grad()'s __enter__, Optimizer.step's own switch), asked first
+# and by identity: a lookup in _internal hashes the code object (its name, bytecode, constants
+# and names: about 900 instructions for Optimizer.step's wrapper) on every switch. Replaced
+# whole, never changed in place, so a thread reading it sees one whole tuple.
+_hot: tuple[CodeType, ...] = ()
+_HOT_SIZE = 8
+
+
 def _is_internal(caller: FrameType) -> bool:
     """Whether ``caller`` is torch's or gradguard's code (then remembered for its code object)."""
     if len(_internal) >= _INTERNAL_CACHE_SIZE:
@@ -53,15 +61,18 @@ def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
     cached = _internal.get
 
     def remember(self: Any, mode: bool, caller: FrameType) -> None:
-        global _recorded
+        global _recorded, _hot
         try:
             if not mode and built and not is_compiling():
                 # Gradients going off is where a model only ever called starts to matter.
                 _built.on_grad_disabled(caller)
-            internal = cached(caller.f_code)
+            code = caller.f_code
+            internal = cached(code)
             if internal is None:
                 internal = _is_internal(caller)
             if internal:
+                if code not in _hot:
+                    _hot = (*_hot[-(_HOT_SIZE - 1) :], code)
                 # torch.no_grad()/enable_grad() on enter and exit, Optimizer.step's own switch, or
                 # gradguard's own scopes and inference_fn: scoped, and never the user's bare
                 # switch.
@@ -80,8 +91,9 @@ def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
 
     # Written out in __init__, as every switch asks: gradients going on return at once until a
     # bare switch was ever recorded; going off, at once when the caller's code is known to be
-    # torch's or gradguard's (no_grad()'s enter, Optimizer.step's own switch) and no model only
-    # ever called waits for it. The try costs nothing until sys._getframe(1) finds no caller.
+    # torch's or gradguard's and among the last few such callers (no_grad()'s enter,
+    # Optimizer.step's own switch), by identity, and no model only ever called waits for it.
+    # The try costs nothing until sys._getframe(1) finds no caller.
     def __init__(self: Any, mode: bool) -> None:
         if inline:
             self.prev = is_grad_enabled()
@@ -93,7 +105,7 @@ def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
             if mode:
                 if _recorded:
                     remember(self, mode, getframe(1))
-            elif built or not cached(getframe(1).f_code, False):
+            elif built or getframe(1).f_code not in _hot:
                 remember(self, mode, getframe(1))
         except ValueError:
             pass  # no Python caller (an atexit callback, a thread's target): nothing to note
