@@ -26,7 +26,8 @@ machine's noise).
 
 Options: ``--quick`` (fewer rounds), ``--cuda`` (the same workloads on the GPU, timed with
 ``torch.cuda.synchronize`` and wall time, since the GPU's work is not the host thread's),
-``--only NAME`` (workloads whose name contains NAME).
+``--only NAME`` (workloads whose name contains NAME), ``--rounds N`` (rounds of the small
+workloads instead of 61; the interval narrows with the square root of the rounds).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from _common import machine
 Workload = Callable[[], object]
 DEVICE = "cuda" if "--cuda" in sys.argv else "cpu"
 QUICK = "--quick" in sys.argv
+ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else None
 ARMS = ("unwatched", "A/A control", "watch()", "watch(deep=True)")
 
 
@@ -129,7 +131,7 @@ def train_eval_pair(model: nn.Module) -> Workload:
 def cases() -> list[Case]:
     # Many short rounds rather than a few long ones: the per-round differences are paired in
     # time, and their median's interval narrows with the square root of the rounds.
-    rounds = 9 if QUICK else 61
+    rounds = ROUNDS if ROUNDS is not None else 9 if QUICK else 61
     found: list[Case] = []
     model = cnn().to(DEVICE)
     x = torch.randn(32, 3, 32, 32, device=DEVICE)

@@ -151,3 +151,15 @@ def test_gg004_needs_a_layer_that_runs_as_in_evaluation() -> None:
     model(torch.randn(4, 8)).sum().backward()
     optimizer.step()
     assert gradguard.findings() == []
+
+
+
+def test_fx_symbolic_trace_under_no_grad_is_not_gg002() -> None:
+    """Tracing runs no real forward: a part of a watched class left in training is not GG002."""
+    Encoder().eval()  # a model of its own: Encoder's class now checks its instances' calls
+    probe = Probe().train()
+    with torch.no_grad():
+        traced = torch.fx.symbolic_trace(probe)
+    assert gradguard.findings() == []
+    with torch.no_grad(), pytest.raises(gradguard.GradGuardError, match="GG002"):
+        traced(torch.randn(4, 8))  # the traced module's real forward is checked

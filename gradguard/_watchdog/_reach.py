@@ -373,6 +373,16 @@ multiprocessing.util.register_after_fork(_forget_all_threads, _forget_all_thread
 _wrapped: dict[type, tuple[Callable[..., Any], _layers.Inner]] = {}
 
 _tracing_state = torch._C._get_tracing_state
+_fx_tracer = torch.fx._symbolic_trace
+
+
+def _traced() -> bool:
+    """Whether ``torch.jit.trace`` or ``torch.fx.symbolic_trace`` is tracing: nothing real runs.
+
+    Asked only where a check or a report would run (not on every call). fx's own
+    ``is_fx_tracing()`` logs a warning on its first call, so its flag is read instead.
+    """
+    return _tracing_state() is not None or getattr(_fx_tracer, "_is_fx_tracing_flag", False) is True
 
 # PyTorch's own nn.Module.__call__. When it is the one a call would reach, its two lines are done
 # by gradguard's layer itself (run the compiled call if ``module.compile()`` made one, else
@@ -432,7 +442,7 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
                 not (notes and status.installed)
                 or (_inflight and _get_ident() in _inflight)
                 or compiler._is_compiling_flag
-                or _tracing_state() is not None
+                or _traced()
             ):
                 return call(self, *args, **kwargs)
             note_safely(self)
@@ -451,7 +461,7 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
         # by torch.export or torch.jit.trace is asked only where a check or a report would run:
         # a training forward with gradients on (every training step) does none. A traced call
         # reports nothing: the findings waiting are reported at the next safe point after it.
-        if pending and not compiler._is_compiling_flag and _tracing_state() is None:
+        if pending and not compiler._is_compiling_flag and not _traced():
             _graphs.flush_pending()
         # The flag is read once (reading an nn.Module attribute is a slow lookup): the forward ran
         # in the mode it was entered in.
@@ -460,7 +470,7 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
             training
             and not is_grad_enabled()
             and not compiler._is_compiling_flag
-            and _tracing_state() is None
+            and not _traced()
         ):
             check_train_without_grad(self)
         try:
@@ -477,7 +487,7 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
             (not training or (wrapper and wrapped_in_eval(self) is not None))
             and is_grad_enabled()
             and not compiler._is_compiling_flag
-            and _tracing_state() is None
+            and not _traced()
         ):
             _graphs.track_graph(self, output)
         return output
@@ -524,7 +534,7 @@ def _first_call(module: nn.Module) -> bool:
     Fails open (the call goes straight on): it walks every watched model, and runs inside every
     module call in the process that is not in one yet.
     """
-    if not status.deep or _tracing_state() is not None:
+    if not status.deep or _traced():
         return False
     covered = _covered
     if covered[0] != status.structure:
