@@ -199,8 +199,11 @@ def noting_train(original: Callable[..., Any]) -> Callable[..., Any]:
 
     def set_tree(module: nn.Module, mode: bool) -> None:
         cls = type(module)
-        if cls.__setattr__ is module_setattr:
-            # What Module.__setattr__ does for a plain attribute, without its lookups.
+        flag = getattr(cls, "training", None)
+        if cls.__setattr__ is module_setattr and (flag is None or flag.__class__ is bool):
+            # What Module.__setattr__ does for a plain attribute, without its lookups. Not where
+            # the class makes ``training`` a property (torch.nn.cpp.ModuleWrapper passes it on
+            # to its C++ module): the instance's dict would hide the flag it stands for.
             module.__dict__["training"] = mode
         else:
             module.training = mode
