@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -118,3 +120,43 @@ def test_params_swapped_into_an_optimizer_in_place_are_judged_as_they_are_now() 
     new.eval()  # and a real mistake on the params stepped now is still found
     with pytest.raises(gradguard.GradGuardError, match="GG004"):
         _step(new, optimizer)
+
+
+class Paused(nn.Module):
+    """An eval-mode classifier whose forward waits, so that another thread can act meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(2, 2)
+        self.drop = nn.Dropout()
+        self.entered = threading.Event()
+        self.proceed = threading.Event()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
+        self.proceed.wait(10)
+        return self.drop(self.linear(x))
+
+
+def test_forward_in_flight_when_the_watchdog_closes_reports_nothing_in_the_next_watch() -> None:
+    """A forward still running in a thread as watch() closes: nothing of it reaches a new watch."""
+    gradguard.unwatch()
+    model = Paused()
+    handle = gradguard.watch(strict=True)
+    model.eval()
+    outputs: list[torch.Tensor] = []
+    thread = threading.Thread(target=lambda: outputs.append(model(torch.randn(1, 2))))
+    thread.start()
+    assert model.entered.wait(10)
+    handle.close()
+    model.proceed.set()
+    thread.join(10)
+    assert len(outputs) == 1
+    outputs.clear()  # its graph, built with gradients on while nobody watched, dies unused
+    gc.collect()
+    with gradguard.watch(strict=True):
+        net = nn.Linear(2, 2)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        net(torch.randn(1, 2)).sum().backward()
+        optimizer.step()
+    assert gradguard.findings() == []
