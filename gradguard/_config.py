@@ -57,7 +57,7 @@ def watch_level() -> str | None:
         return "on"
     raise ValueError(
         f"GRADGUARD_WATCH={raw!r} is not a valid value: use one of {', '.join(WATCH_ON)} to "
-        f"watch, 'deep' to watch with global module hooks, or one of "
+        f"watch, 'deep' to also see every model at its first call, or one of "
         f"{', '.join(v for v in FALSE_VALUES if v)} (or leave it empty) to not watch; any case "
         "is accepted"
     )

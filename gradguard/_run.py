@@ -51,7 +51,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--deep",
         action="store_true",
-        help="also watch models that the default level cannot see (global module hooks: slower)",
+        help="also watch models that the default level cannot see (a layer on every module "
+        "call: slower)",
     )
     parser.add_argument(
         "--json",

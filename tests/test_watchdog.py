@@ -184,7 +184,8 @@ def test_environment_variable_rejects_unknown_value() -> None:
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("ValueError: GRADGUARD_WATCH='maybe' is not a valid value")
     assert "1, true, yes, on" in last
-    assert "'deep'" in last
+    assert "'deep' to also see every model at its first call" in last
+    assert "hook" not in last  # deep mode adds no global hook
 
 
 def test_environment_variable_off_values_install_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

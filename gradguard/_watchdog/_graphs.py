@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from gradguard import _findings
-from gradguard._watchdog._common import fail_open, model_name, report
+from gradguard._watchdog._common import fail_open, model_name, report, status
 
 _METADATA_KEY = "gradguard.graph_use"
 
@@ -63,6 +63,8 @@ def _output_nodes(output: Any) -> Iterator[Any]:
 @fail_open("graph-in-inference")
 def track_graph(module: nn.Module, output: Any) -> None:
     """Mark the graph of an eval-mode forward's output, to report it if it dies unused."""
+    if not status.installed:
+        return  # a forward that was in flight in another thread when the watchdog was removed
     nodes = [node for node in _output_nodes(output) if _METADATA_KEY not in node.metadata]
     if not nodes or _findings.is_allowed("graph-in-inference"):
         return
@@ -102,6 +104,14 @@ def flush_pending() -> None:
             return
         message, fix = _graph_message(model, site, inside, still_alive=False)
         report(check, message, fix, site)
+
+
+def forget_all() -> None:
+    """Disarm every graph and drop every finding waiting (at installation: none are its own)."""
+    for use in list(graphs):
+        use.armed = False
+    graphs.clear()
+    pending.clear()
 
 
 def report_unused_graphs(strict: bool | None) -> None:

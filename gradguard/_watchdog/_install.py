@@ -212,6 +212,9 @@ def _install() -> None:
         name: nn.Module.__dict__[name]
         for name in ("train", "eval", "to", "cuda", "cpu", "load_state_dict")
     }
+    # A graph marked by a forward that was in flight in another thread when the watchdog was
+    # last removed belongs to no installation: its finding must not surface in this one.
+    _graphs.forget_all()
     try:
         for name, original in originals.items():
             wrap = _reach.noting_train if name == "train" else _reach.noting

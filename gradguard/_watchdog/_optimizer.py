@@ -22,7 +22,7 @@ from gradguard._watchdog._common import (
     wrapped_model,
 )
 from gradguard._watchdog._grad_switch import describe_grad_disabled
-from gradguard._watchdog._train_mode import mode_dependent, mode_dependent_layers, runs_as_in
+from gradguard._watchdog._train_mode import mode_dependent_layer, mode_dependent_layers
 
 
 class _NoProbe:
@@ -48,7 +48,9 @@ class _OptimizerView:
     __slots__ = (
         "all_owned",
         "count",
+        "guards",
         "lists",
+        "params",
         "probe_index",
         "probe_list",
         "ref",
@@ -68,6 +70,14 @@ class _OptimizerView:
         # The one group's list and its length, or None: most optimizers have one group.
         self.single = self.lists[0][0] if len(self.lists) == 1 else None
         self.count = self.lists[0][1] if len(self.lists) == 1 else 0
+        # The parameters themselves, by weak reference: ``group["params"][i] = p`` keeps the lists
+        # and their lengths, and only the checks after a step that looks wrong compare them.
+        self.params = tuple(
+            weakref.ref(param) for group in optimizer.param_groups for param in group["params"]
+        )
+        # id(root) -> its mode-dependent layers, each with the stepped parameters that decide
+        # whether it is in the trained part (see _mode_dependent_where_trained); shared by copies.
+        self.guards: dict[int, tuple[tuple[weakref.ref[nn.Module], list[torch.Tensor]], ...]] = {}
         self.roots: list[tuple[weakref.ref[nn.Module], list[torch.Tensor]]] = []
         self.all_owned = False
         # The models whose flag each step reads: the roots when they own every parameter stepped
@@ -123,11 +133,23 @@ def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
+def _same_params(view: _OptimizerView, params: list[torch.Tensor]) -> bool:
+    """Whether ``view`` was made for exactly ``params`` (a list may be changed in place)."""
+    return len(view.params) == len(params) and all(
+        ref() is param for ref, param in zip(view.params, params)
+    )
+
+
 def _view_of(optimizer: torch.optim.Optimizer) -> _OptimizerView:
     view = optimizer_cache.get(id(optimizer))
-    if view is not None and view.ref() is optimizer and _is_current(view, optimizer.param_groups):
-        return view
     params = _optimizer_params(optimizer)
+    if (
+        view is not None
+        and view.ref() is optimizer
+        and _is_current(view, optimizer.param_groups)
+        and _same_params(view, params)
+    ):
+        return view
     for param in params:
         root = _reach.root_of_parameter(param)
         if root is not None and id(root) not in _reach.models:
@@ -276,8 +298,8 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
             continue
         if _trains_a_part(stepped):
             continue  # a linear probe: the part being stepped was put in training on purpose
-        if not mode_dependent(model) or not runs_as_in(model, training=False):
-            continue  # no layer of this model runs differently for being in eval
+        if not _runs_as_in_evaluation_where_trained(view, model, stepped):
+            continue  # no layer in the part being trained runs differently for being in eval
         name = model_name(model)
         if switched is model:
             state = "which is in eval mode as a whole"
@@ -300,6 +322,49 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
             "`with gradguard.evaluating(model):`, which puts the flags back)",
             site,
         )
+
+
+def _mode_dependent_where_trained(
+    model: nn.Module, stepped: list[torch.Tensor]
+) -> tuple[tuple[weakref.ref[nn.Module], list[torch.Tensor]], ...]:
+    """``model``'s mode-dependent layers, each with the stepped parameters of its part.
+
+    A layer's part is the nearest module around it (itself first) that holds parameters: a
+    BatchNorm's own affine parameters, the block around a dropout. A layer whose part has none of
+    ``stepped`` sits in a frozen part (a backbone under a linear probe, a frozen BatchNorm), where
+    eval mode is what the program wants.
+    """
+    stepped_ids = {id(param) for param in stepped}
+    found: list[tuple[weakref.ref[nn.Module], list[torch.Tensor]]] = []
+    seen: set[int] = set()
+    everything: list[torch.Tensor] = [p for p in model.parameters() if id(p) in stepped_ids]
+    todo: list[tuple[nn.Module, list[torch.Tensor]]] = [(model, everything)]
+    while todo:
+        module, part = todo.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        own = list(module.parameters())
+        if own:
+            part = [param for param in own if id(param) in stepped_ids]
+        if mode_dependent_layer(module):
+            found.append((weakref.ref(module), part))
+        todo.extend((child, part) for child in module.children())
+    return tuple(found)
+
+
+def _runs_as_in_evaluation_where_trained(
+    view: _OptimizerView, model: nn.Module, stepped: list[torch.Tensor]
+) -> bool:
+    """Whether a layer in eval sits in a part of ``model`` whose parameters are being stepped."""
+    guards = view.guards.get(id(model))
+    if guards is None:
+        guards = view.guards[id(model)] = _mode_dependent_where_trained(model, stepped)
+    for ref, part in guards:
+        layer = ref()
+        if layer is not None and not layer.training and any(p.grad is not None for p in part):
+            return True
+    return False
 
 
 _check_step_safely = fail_open("optimizer step")(_check_step)

@@ -197,10 +197,26 @@ def noting_train(original: Callable[..., Any]) -> Callable[..., Any]:
     """
     module_setattr = nn.Module.__setattr__
     module_children = nn.Module.children
+    # Class -> whether its flag is a plain instance attribute, set through the instance's dict.
+    # Not where the class makes ``training`` a property (torch.nn.cpp.ModuleWrapper passes it on
+    # to its C++ module): the dict would hide the flag it stands for. Asked once per class: a
+    # class lookup that misses raises inside getattr(), which costs more than the rest of a step.
+    plain_flag: dict[type[nn.Module], bool] = {}
+
+    def has_plain_flag(cls: type[nn.Module]) -> bool:
+        if len(plain_flag) >= 4096:
+            plain_flag.clear()  # classes made in a loop: never let the cache grow unbounded
+        flag = getattr(cls, "training", None)
+        plain = cls.__setattr__ is module_setattr and (flag is None or flag.__class__ is bool)
+        plain_flag[cls] = plain
+        return plain
 
     def set_tree(module: nn.Module, mode: bool) -> None:
         cls = type(module)
-        if cls.__setattr__ is module_setattr:
+        plain = plain_flag.get(cls)
+        if plain is None:
+            plain = has_plain_flag(cls)
+        if plain:
             # What Module.__setattr__ does for a plain attribute, without its lookups.
             module.__dict__["training"] = mode
         else:

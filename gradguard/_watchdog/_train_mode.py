@@ -58,6 +58,11 @@ def _behaves_differently_in_training(module: nn.Module) -> bool:
     return forward is not None and "training" in forward.co_names
 
 
+def mode_dependent_layer(module: nn.Module) -> bool:
+    """Whether ``module`` itself (not its children) behaves differently in training mode."""
+    return _behaves_differently_in_training(module)
+
+
 # Kinds of mode-dependent layer, in the order messages list them, with what each does in
 # training mode and in eval mode.
 _KINDS = {
