@@ -4,13 +4,16 @@ Timing a few microseconds on a shared machine needs many rounds and still leaves
 interval; the number of CPU instructions a call executes does not depend on the machine's load.
 This script counts them with valgrind's callgrind, switched on only around the measured calls
 (a tiny C helper issues callgrind's client requests): per workload, unwatched and under
-``watch()``, twice each in the order A B A B, every arm warmed up first (64 calls) so the
-interpreter's specialised instructions have settled after each install and removal, and the
+``watch()``, three times each in the order A B A B A B, every arm warmed up first (64 calls) so
+the interpreter's specialised instructions have settled after each install and removal, and the
 garbage collector off while counting. It prints the instructions per call of each arm (10- and
-100-module models, batch 1) and the difference, with the spread of the two unwatched counts as
-the noise floor.
+100-module models, batch 1; and the parts of a training step alone: a ``no_grad()`` block, an
+``optimizer.step()``), the least of its three counts, and the difference. The least, because
+what varies between counts of the same arm is work that lands in one block only (the allocator
+returning memory, a dictionary resizing): it only ever adds. The spread of the three counts of
+each arm is printed beside it.
 
-Needs ``valgrind`` and a C compiler (``cc``); takes under a minute. Run it as
+Needs ``valgrind`` and a C compiler (``cc``); takes about four minutes. Run it as
 ``python benchmarks/instructions_watchdog.py``: it compiles the helper into a temporary
 directory and runs itself again under valgrind.
 """
@@ -31,7 +34,7 @@ void gg_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
 void gg_stop(const char *name) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS_AT(name); }
 """
 CALLS = 50
-ORDER = ("unwatched", "watch()", "unwatched", "watch()")
+ORDER = ("unwatched", "watch()") * 3
 
 
 def measure(library: str) -> None:
@@ -53,6 +56,16 @@ def measure(library: str) -> None:
         model = chain(size)
         workloads[f"{size}-module training step"] = (model, training_step(model, x, y), True)
         workloads[f"{size}-module eval forward (no_grad)"] = (model, eval_forward(model, x), False)
+    model = chain(10)
+    model(x).sum().backward()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
+
+    def no_grad_block() -> None:
+        with torch.no_grad():
+            pass
+
+    workloads["no_grad() block, empty"] = (model, no_grad_block, True)
+    workloads["optimizer.step() alone (10-module model)"] = (model, optimizer.step, True)
     for name, (model, fn, train) in workloads.items():
         for arm in ORDER:
             handle = gradguard.watch() if arm != "unwatched" else None
@@ -89,13 +102,11 @@ def report(folder: str) -> None:
     for name, arms in counts.items():
         base = [total / CALLS for total in arms["unwatched"]]
         watched = [total / CALLS for total in arms["watch()"]]
-        mean_base = sum(base) / len(base)
-        mean_watched = sum(watched) / len(watched)
         print(
-            f"{name}: unwatched {mean_base:,.0f} instructions per call "
-            f"(the two counts {abs(base[0] - base[1]):,.0f} apart); watch() "
-            f"{mean_watched - mean_base:+,.0f} ({(mean_watched / mean_base - 1) * 100:+.2f}%; "
-            f"the two counts {abs(watched[0] - watched[1]):,.0f} apart)"
+            f"{name}: unwatched {min(base):,.0f} instructions per call (its counts "
+            f"{max(base) - min(base):,.0f} apart); watch() {min(watched) - min(base):+,.0f} "
+            f"({(min(watched) / min(base) - 1) * 100:+.2f}%; its counts "
+            f"{max(watched) - min(watched):,.0f} apart)"
         )
 
 
