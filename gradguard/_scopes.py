@@ -311,7 +311,6 @@ def _watching_call(cls: type, inner: _layers.Inner) -> Callable[..., Any]:
             _forward_hook(self, args, output)
         return output
 
-    __call__.__qualname__ = f"{cls.__qualname__}.__call__"
     return __call__
 
 

@@ -230,3 +230,117 @@ def test_copies_share_and_keep_nothing_of_the_watchdog(copier: object) -> None:
         assert not module._forward_pre_hooks and not module._forward_hooks
         assert not module._forward_hooks_always_called
     assert "__call__" not in vars(Net)
+
+
+# Defines its models in __main__ (as a script does), so cloudpickle copies their classes by value,
+# class dict and all, the way Ray, Dask and submitit send a script's model to a worker. argv:
+# output file, then "watch" or "scope".
+SEND_BY_VALUE = """
+import sys
+import cloudpickle
+import torch
+from torch import nn
+import gradguard
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(self.fc(x))
+
+
+class Doubling(Net):
+    def __call__(self, *args, **kwargs):  # a class of its own call, kept in the copy
+        return 2 * super().__call__(*args, **kwargs)
+
+
+torch.manual_seed(0)
+models = [Net().eval(), Doubling().eval()]
+x = torch.ones(1, 4)
+if sys.argv[2] == "watch":
+    with gradguard.watch(strict=True):
+        for model in models:
+            model.train()
+            model.eval()
+            with torch.no_grad():
+                model(x)
+        blob = cloudpickle.dumps(models)
+else:
+    with gradguard.evaluating(*models):
+        blob = cloudpickle.dumps(models)
+with open(sys.argv[1], "wb") as out:
+    out.write(blob)
+with torch.no_grad():
+    print([model(x).tolist() for model in models])
+"""
+
+# A worker: a process with no watchdog, unpickling the models and calling them.
+RECEIVE = """
+import pickle, sys
+import torch
+with open(sys.argv[1], "rb") as blob:
+    models = pickle.load(blob)
+with torch.no_grad():
+    print([model(torch.ones(1, 4)).tolist() for model in models])
+"""
+
+
+@pytest.mark.parametrize("layer", ["watch", "scope"])
+def test_a_scripts_model_sent_by_value_to_a_worker_works_there(tmp_path: Path, layer: str) -> None:
+    """cloudpickle copies a __main__ class with gradguard's __call__ on it: the copy calls on."""
+    pytest.importorskip("cloudpickle")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADGUARD_")}
+    (tmp_path / "send.py").write_text(SEND_BY_VALUE)
+    (tmp_path / "receive.py").write_text(RECEIVE)
+    blob = str(tmp_path / "models.pkl")
+    sent = subprocess.run(
+        [sys.executable, "send.py", blob, layer],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert sent.returncode == 0, sent.stderr[-3000:]
+    received = subprocess.run(
+        [sys.executable, "receive.py", blob],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert received.returncode == 0, received.stderr[-3000:]
+    assert received.stdout == sent.stdout  # the same outputs, Doubling's own call included
+    assert "[[" in sent.stdout
+
+
+class OwnCall(nn.Linear):
+    def __call__(self, *args: object, **kwargs: object) -> torch.Tensor:
+        return 2 * super().__call__(*args, **kwargs)
+
+
+def test_layers_leave_no_name_and_no_kept_call_behind() -> None:
+    """What lets a copied class call on is taken away with the last layer on the class."""
+    from gradguard import _layers
+
+    own = OwnCall.__dict__["__call__"]
+    model = OwnCall(2, 2)
+
+    def names() -> list[str]:
+        return [name for name in vars(_layers) if name.startswith("layer_")]
+
+    before = names()
+    with gradguard.watch(), gradguard.evaluating(model):
+        model.eval()  # noted by the watchdog: a second layer, over the scope's
+        assert OwnCall.__dict__[_layers.OWN] is own
+        assert len(names()) == len(before) + 2
+        x = torch.ones(1, 2)
+        torch.testing.assert_close(model(x), 2 * nn.Linear.__call__(model, x))
+    assert OwnCall.__dict__["__call__"] is own
+    assert _layers.OWN not in OwnCall.__dict__
+    assert names() == before

@@ -509,7 +509,6 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
         return output
 
     __call__._gradguard_forward = True  # type: ignore[attr-defined]
-    __call__.__qualname__ = f"{cls.__qualname__}.__call__"
     return __call__
 
 
