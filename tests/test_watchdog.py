@@ -537,6 +537,41 @@ def test_scoped_set_grad_enabled_is_forgotten_on_exit(watched: gradguard.WatchHa
     assert "set_grad_enabled(False) at" not in str(caught[0].message)
 
 
+def test_a_bare_switch_recorded_in_an_earlier_watch_is_not_named_by_a_later_one() -> None:
+    """A thread's bare switch off, recorded, then undone while unwatched: a later watch() does not
+    blame that old line for a no_grad() block of its own."""
+    model = Net()
+    steps = [threading.Event() for _ in range(4)]
+    caught: list[warnings.WarningMessage] = []
+
+    def worker() -> None:
+        torch.set_grad_enabled(False)  # recorded by the first watch()
+        steps[0].set()
+        steps[1].wait(10)
+        torch.set_grad_enabled(True)  # unwatched: nobody sees it undone
+        steps[2].set()
+        steps[3].wait(10)
+        model.train()
+        with warnings.catch_warnings(record=True) as seen, torch.no_grad():
+            warnings.simplefilter("always")
+            model(batch())
+        caught.extend(seen)
+
+    thread = threading.Thread(target=worker)
+    handle = gradguard.watch()
+    thread.start()
+    assert steps[0].wait(10)
+    handle.close()
+    steps[1].set()
+    assert steps[2].wait(10)
+    with gradguard.watch():
+        steps[3].set()
+        thread.join(10)
+    [warning] = [w for w in caught if issubclass(w.category, gradguard.TrainModeWithoutGradWarning)]
+    assert "set_grad_enabled(False) at" not in str(warning.message)
+    assert "inside a torch.no_grad() block" in str(warning.message)
+
+
 @pytest.mark.parametrize("mode", [False, True])
 def test_grad_switch_called_straight_from_c_code_works(
     watched: gradguard.WatchHandle, monkeypatch: pytest.MonkeyPatch, mode: bool

@@ -39,11 +39,14 @@ compiler: Any = torch.compiler if hasattr(torch.compiler, "_is_compiling_flag") 
 class Status:
     """Counters and switches read on hot paths; one instance, mutated in place."""
 
-    __slots__ = ("deep", "installed", "structure")
+    __slots__ = ("deep", "installed", "session", "structure")
 
     def __init__(self) -> None:
         self.installed = False
         self.deep = False
+        # Bumped at every installation: what a thread recorded under an earlier one (the site of
+        # a bare switch) is not this one's.
+        self.session = 0
         # Bumped whenever a parameter or submodule is registered anywhere and whenever a model is
         # noted or forgotten: every cache of models and their parts checks this one number.
         self.structure = 0

@@ -86,6 +86,7 @@ def remembering_init(original: Callable[..., None]) -> Callable[..., None]:
                 _recorded = True
                 local.disabled_by = self
                 local.disabled_at = _findings.user_site(caller)
+                local.disabled_in = status.session
         except Exception:  # fail open: remembering the site is a nicety
             pass
 
@@ -128,9 +129,17 @@ def forgetting(original: Callable[..., Any]) -> Callable[..., Any]:
     return forgetting
 
 
+def _bare_switch_site() -> tuple[str, int] | None:
+    """This thread's recorded bare switch off, if this installation recorded it."""
+    if getattr(local, "disabled_in", None) != status.session:
+        return None  # recorded under an earlier watch(): it may have been undone unseen since
+    site: tuple[str, int] | None = getattr(local, "disabled_at", None)
+    return site
+
+
 def where_grad_disabled() -> str:
     """Where this thread's gradients were switched off by a bare call, or "" when not known."""
-    site = getattr(local, "disabled_at", None)
+    site = _bare_switch_site()
     if site is None or torch.is_grad_enabled():
         return ""
     return f"by torch.set_grad_enabled(False) at {site[0]}:{site[1]}"
@@ -140,7 +149,7 @@ def describe_grad_disabled() -> str:
     """How gradients came to be off in this thread, as the end of a sentence."""
     if torch.is_inference_mode_enabled():
         return "inside a torch.inference_mode() block"
-    site = getattr(local, "disabled_at", None)
+    site = _bare_switch_site()
     if site is not None:
         return (
             f"by torch.set_grad_enabled(False) at {site[0]}:{site[1]}, which was never turned "

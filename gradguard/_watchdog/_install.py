@@ -252,6 +252,7 @@ def _install() -> None:
             module_hooks.register_module_module_registration_hook(_built.on_registered)
         )
         _state.tree_listener = _reach.on_new_tree
+        status.session += 1
         status.installed = True
         for root in _state.known_roots():
             _reach.note_safely(root)
