@@ -25,7 +25,7 @@ from torch.optim import optimizer as optimizer_module
 
 import gradguard
 from gradguard import _findings, _state, _watchdog
-from gradguard._watchdog import _built, _graphs, _optimizer, _reach, _train_mode
+from gradguard._watchdog import _built, _common, _graphs, _optimizer, _reach, _train_mode
 
 HERE = os.path.abspath(__file__)
 
@@ -371,6 +371,25 @@ def test_deep_mode_a_child_added_during_the_walk_is_part_of_its_model() -> None:
         model.grow = True
         model(batch())  # its first call: the watchdog walks it, and it grows
         model(batch())  # its new child's first call
+        assert _watchdog.known_models() == [model]
+
+
+class MakesItsActivation(Net):
+    """Builds a module inside its forward on every call (as nn.functional-minded code does)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.ReLU()(super().forward(x))
+
+
+def test_deep_mode_a_module_made_inside_a_forward_is_not_a_model() -> None:
+    """Noting it (and forgetting it when it dies) made every forward walk every watched model."""
+    model = MakesItsActivation().eval()
+    with gradguard.watch(deep=True), torch.no_grad():
+        model(batch())
+        structure = _common.status.structure
+        for _ in range(3):
+            model(batch())
+        assert _common.status.structure == structure
         assert _watchdog.known_models() == [model]
 
 

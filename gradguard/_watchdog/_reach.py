@@ -556,9 +556,14 @@ def _first_call(module: nn.Module) -> bool:
         covered = _rebuild_covered()
         if id(module) in covered[1]:
             return False
+    if _inside_watched():
+        # Part of the work of the watched forward around it (a module built inside that forward,
+        # a model only that forward calls), which speaks for it. Noting it, and forgetting it
+        # when it dies, would make every forward walk every watched model.
+        return False
     note_safely(module)
     _rebuild_covered()
-    return id(module) in models and not _inside_watched()
+    return id(module) in models
 
 
 def _check_first_call(
