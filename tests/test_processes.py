@@ -119,6 +119,10 @@ def test_hogwild_children_step_without_backward_reaches_the_parents_summary(
         f"  GG005 step-without-gradients at {script}:{STEP_LINE} (4 times, in "
     )
     assert f"{process}-1" in summary[1] and f"{process}-2" in summary[1]
+    # While it runs, each child says it in one short line pointing to the summary, as the parent.
+    live = stderr[: stderr.index("gradguard: 1 finding\n")]
+    assert live.count(f"hogwild.py:{STEP_LINE}: GG005 step-without-gradients (see summary)\n") == 2
+    assert "StepWithoutGradientsWarning" not in live
 
 
 DATALOADER = """\

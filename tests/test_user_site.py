@@ -102,6 +102,62 @@ def test_lightning_fit_of_a_model_left_in_eval_points_at_the_fit_call() -> None:
     assert message.startswith("SGD.step() (inside pytorch_lightning Trainer.fit) is updating")
 
 
+def test_lightning_fit_names_the_programs_eval_not_lightnings_validation_eval() -> None:
+    """GG004 names the program's own eval() that left the model in eval, not the eval() that
+    Lightning's sanity-check validation calls again inside fit; an eval() made only inside
+    the library is named with the library."""
+    pl = pytest.importorskip("pytorch_lightning")
+
+    class Classifier(pl.LightningModule):  # type: ignore[misc]  # untyped base class
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 2))
+
+        def training_step(self, batch: list[torch.Tensor], _index: int) -> torch.Tensor:
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def validation_step(self, batch: list[torch.Tensor], _index: int) -> None:
+            self.net(batch[0])
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    messages = []
+    for eval_under_watch in (True, False):
+        gradguard.clear_findings()
+        trainer = pl.Trainer(
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+            devices=1,
+            num_sanity_val_steps=1,
+        )
+        model = Classifier()
+        if not eval_under_watch:
+            model.eval()  # before watch(): the watchdog never sees this call
+        with warnings.catch_warnings(record=True), gradguard.watch():
+            warnings.simplefilter("always")
+            if eval_under_watch:
+                switched = here() + 1
+                model.eval()  # the mistake: left in eval from a check before training
+            fit = here() + 1
+            trainer.fit(model, loader, loader)
+        assert recorded() == [("GG004", HERE, fit)]
+        messages.append(gradguard.findings()[0].message)
+    assert f"(switched to eval by eval() at {HERE}:{switched}), so" in messages[0]
+    assert (
+        f"(switched to eval by eval() at {HERE}:{fit}, inside pytorch_lightning Trainer.fit), so"
+        in messages[1]
+    )
+
+
 def test_ignite_engine_after_a_bare_grad_switch_points_at_the_run_call() -> None:
     """A validation handler that never turns gradients back on: GG002 and GG003 at run()."""
     ignite_engine = pytest.importorskip("ignite.engine")

@@ -310,6 +310,8 @@ def _check_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
             how = "switched to eval where the watchdog could not see it"
         else:
             how = f"switched to eval by {eval_site.call} at {eval_site.filename}:{eval_site.lineno}"
+            if eval_site.inside:
+                how += f", inside {eval_site.inside}"
             if eval_site.caller is not None:
                 how += f", called from {eval_site.caller[0]}:{eval_site.caller[1]}"
         site, inside = _findings.user_site_inside()

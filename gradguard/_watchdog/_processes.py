@@ -136,6 +136,11 @@ def boot(directory: str, deep: bool, strict: bool | None) -> None:
     """In a spawned child, before its main module is imported: watch as the parent does."""
     state.booted_pid = os.getpid()
     _enable(directory, deep, strict)
+    from gradguard import _output
+
+    # As in the parent (a forked child inherits it): each finding one line pointing to the
+    # summary, which the parent prints with the children's findings in it.
+    _output.short_live_warnings(_output.terminal_width())
     # A spawned child's multiprocessing skips the after-fork step: arrange the exit here.
     _child_started(state)
     from gradguard._watchdog._deferred import watch_when_torch_imported

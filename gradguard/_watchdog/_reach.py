@@ -62,12 +62,15 @@ class EvalSite(NamedTuple):
     ``filename``/``lineno``: the first frame outside gradguard and torch (the call itself);
     ``caller``: when that frame is in an installed library (``from_pretrained()`` calls
     ``eval()``), the first frame outside installed packages, i.e. the program's own line.
+    ``inside``: the library the call was made inside, as ``"pytorch_lightning Trainer.fit"``,
+    when the program's line called into one ("" otherwise).
     """
 
     filename: str
     lineno: int
     call: str
     caller: tuple[str, int] | None
+    inside: str = ""
 
 
 # Module -> its last eval()/train(False), so GG004 can say where a model was switched.
@@ -140,6 +143,7 @@ def noting(original: Callable[..., Any]) -> Callable[..., Any]:
     def noting(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         if not status.installed or getattr(local, "inside", False):
             return original(self, *args, **kwargs)
+        was_training = self.training
         local.inside = True
         try:
             result = original(self, *args, **kwargs)
@@ -148,7 +152,7 @@ def noting(original: Callable[..., Any]) -> Callable[..., Any]:
         if _graphs.pending:
             _graphs.flush_pending()
         if switches_mode:
-            _note_mode_switch(self, original.__name__, args, kwargs)
+            _note_mode_switch(self, original.__name__, args, kwargs, was_training)
         if id(self) not in models:
             note_safely(self)
         return result
@@ -163,11 +167,17 @@ def noting(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @fail_open("model discovery")
-def _note_mode_switch(module: nn.Module, method: str, args: Any, kwargs: Any) -> None:
+def _note_mode_switch(
+    module: nn.Module, method: str, args: Any, kwargs: Any, was_training: bool
+) -> None:
     if module.training:
         eval_sites.pop(module, None)
         return
-    frame = _findings.user_frame(sys._getframe(1))
+    if not was_training and module in eval_sites:
+        # Already in eval (a library's validation loop calling eval() again): the call that
+        # switched it, often the program's own, is the one to name.
+        return
+    frame, library = _findings.user_location(sys._getframe(1))
     if frame is None:
         return
     if method == "eval":
@@ -182,7 +192,7 @@ def _note_mode_switch(module: nn.Module, method: str, args: Any, kwargs: Any) ->
             outer = outer.f_back
         if outer is not None:
             caller = (outer.f_code.co_filename, outer.f_lineno)
-    eval_sites[module] = EvalSite(frame.f_code.co_filename, frame.f_lineno, call, caller)
+    eval_sites[module] = EvalSite(frame.f_code.co_filename, frame.f_lineno, call, caller, library)
 
 
 def noting_train(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -241,6 +251,7 @@ def noting_train(original: Callable[..., Any]) -> Callable[..., Any]:
         if getattr(local, "inside", False):
             set_tree(self, mode)
             return self
+        was_training = self.training
         local.inside = True
         try:
             set_tree(self, mode)
@@ -248,7 +259,7 @@ def noting_train(original: Callable[..., Any]) -> Callable[..., Any]:
             local.inside = False
         if _graphs.pending:
             _graphs.flush_pending()
-        _note_mode_switch(self, "train", (mode,), {})
+        _note_mode_switch(self, "train", (mode,), {}, was_training)
         if id(self) not in models:
             note_safely(self)
         return self
