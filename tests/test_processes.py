@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -320,3 +321,51 @@ def test_a_process_started_inside_a_watched_forward_is_watched(tmp_path: Path) -
     assert [(f["code"], f["line"], f["processes"]) for f in found] == [
         ("GG002", 11, ["ForkProcess-1"])
     ]
+
+
+WAITS_FOR_SIGTERM = """\
+import multiprocessing
+import time
+
+import torch
+
+
+def work():
+    torch.ones(1)
+
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("fork").Process(target=work)
+    child.start()
+    child.join()
+    print("ready", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_run_terminated_by_sigterm_leaves_no_directory_behind(tmp_path: Path) -> None:
+    """`timeout`, a job scheduler or `kill` ends the run: its children's folder goes with it."""
+    (tmp_path / "waits.py").write_text(WAITS_FOR_SIGTERM)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADGUARD_")}
+    env.update(TMPDIR=str(temporary), OMP_NUM_THREADS="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gradguard", "run", "waits.py"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"
+        assert [p.name for p in temporary.iterdir() if p.name.startswith("gradguard")] != []
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    finally:
+        process.kill()
+        process.communicate()
+    assert process.returncode == -signal.SIGTERM
+    assert [p.name for p in temporary.iterdir() if p.name.startswith("gradguard")] == []

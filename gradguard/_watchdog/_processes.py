@@ -41,6 +41,7 @@ class _State:
     __slots__ = (
         "__weakref__",
         "booted_pid",
+        "collector_pid",
         "deep",
         "directory",
         "original",
@@ -59,6 +60,7 @@ class _State:
         self.original: Any = None
         # The pid that was booted from pickled data (a spawned child), and the pid that sent.
         self.booted_pid = 0
+        self.collector_pid = 0  # the process that collects (runs the program under gradguard run)
         self.started_pid = 0
         self.sent_pid = 0
         self.sending = False
@@ -85,10 +87,28 @@ def collect_children(*, deep: bool, strict: bool | None) -> None:
     directory = tempfile.mkdtemp(prefix="gradguard-children-")
     try:
         _enable(directory, deep, strict)
+        state.collector_pid = os.getpid()
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        ):
+            # A run ended by SIGTERM (timeout, a job scheduler, kill) exits without atexit: the
+            # folder goes first. A handler the program sets replaces this one, as it would the
+            # default.
+            signal.signal(signal.SIGTERM, _remove_then_terminate)
     except BaseException:
         _disable()
         shutil.rmtree(directory, ignore_errors=True)
         raise
+
+
+def _remove_then_terminate(signum: int, _frame: Any) -> None:
+    directory = state.directory
+    if os.getpid() == state.collector_pid and directory is not None:
+        # Not in a child that inherited this handler (os.fork()): the folder is the parent's.
+        _disable()
+        shutil.rmtree(directory, ignore_errors=True)
+    _terminate(signum)
 
 
 def _enable(directory: str, deep: bool, strict: bool | None) -> None:
@@ -162,10 +182,9 @@ def _child_started(_state: _State) -> None:
             return
         state.started_pid = os.getpid()
         atexit.register(send)
-        if (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-        ):
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(
+            signal.SIGTERM
+        ) in (signal.SIG_DFL, _remove_then_terminate):
             signal.signal(signal.SIGTERM, _send_then_terminate)
     except Exception:  # fail open: a child must start even if its findings will be lost
         pass
@@ -270,6 +289,11 @@ def gather(own: list[_findings.Finding]) -> list[_findings.Finding]:
     finally:
         _disable()
         shutil.rmtree(directory, ignore_errors=True)
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is _remove_then_terminate
+        ):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return merge(own, reports)
 
 
