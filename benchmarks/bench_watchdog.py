@@ -11,6 +11,7 @@ CPU time (``time.thread_time_ns``) over a block of calls. Per workload it prints
 median per-round ratio to unwatched, its 10th-90th percentile spread, and the median absolute
 cost per call in microseconds with its 95% confidence interval (distribution-free, from order
 statistics of the per-round differences; the A/A control's interval shows the run's own bias).
+Targets are judged on wider intervals, 95% for all of a run's targets together (99.75% each).
 
 Workloads: a CNN training step and eval forward at batch 32, a 41-module MLP eval forward at
 batch 1, and the scaling table: a ``train()``/``eval()`` pair, a training step and an eval
@@ -271,25 +272,33 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def median_interval(values: list[float]) -> tuple[float, float]:
-    """A distribution-free 95% confidence interval of the median (order statistics)."""
+# A run judges about 20 targets. Judged each on its own 95% interval, one of them would read met
+# or MISSED by chance in about a third of runs (a 5.7 ms CNN forward read MISSED by +94 us once
+# while its A/A control sat at -20 us): verdicts use intervals wide enough for 95% over all 20
+# together (Bonferroni, 99.75% each); the printed intervals stay 95%.
+PRINTED_Z = 1.96
+JUDGED_Z = 3.02
+
+
+def median_interval(values: list[float], z: float = PRINTED_Z) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median (order statistics), ``z`` wide."""
     ordered = sorted(values)
     n = len(ordered)
-    half = 0.98 * n**0.5  # 1.96 * sqrt(n) / 2
+    half = z / 2 * n**0.5
     low = max(0, int(n / 2 - half))
     high = min(n - 1, int(n / 2 + half + 0.999))
     return ordered[low], ordered[high]
 
 
-def verdict(interval: tuple[float, float], target: float) -> tuple[str, bool]:
-    """Met (the whole 95% interval of the median cost is within the target), MISSED (all of it is
-    over), or not resolved (the interval straddles the target: this run cannot tell)."""
-    low, high = interval
+def verdict(values: list[float], target: float) -> tuple[str, bool]:
+    """Met (the whole judged interval of the median cost is within the target), MISSED (all of it
+    is over), or not resolved (the interval straddles the target: this run cannot tell)."""
+    low, high = median_interval(values, JUDGED_Z)
     if high <= target:
         return "met", True
     if low > target:
         return "MISSED", False
-    return f"not resolved (95% interval {low:+.2f} to {high:+.2f} us)", True
+    return f"not resolved (judged interval {low:+.2f} to {high:+.2f} us)", True
 
 
 def report(case: Case, samples: dict[str, list[float]]) -> bool:
@@ -312,14 +321,14 @@ def report(case: Case, samples: dict[str, list[float]]) -> bool:
             f"  {delta:+9.2f} us per call [{low:+.2f}, {high:+.2f}]"
         )
         if arm == "watch()" and case.target_us is not None:
-            said, ok = verdict((low, high), case.target_us)
+            said, ok = verdict(deltas, case.target_us)
             met &= ok
             line += f"  target <= +{case.target_us:g} us: {said}"
         if arm == "watch(deep=True)" and case.module_calls:
             # What deep=True adds to watch(), per module call: paired within each round.
             per = case.module_calls
             extra = [(a - b) * 1e6 / per for a, b in zip(samples[arm], samples["watch()"])]
-            said, ok = verdict(median_interval(extra), 0.5)
+            said, ok = verdict(extra, 0.5)
             line += (
                 f"  ({statistics.median(extra):+.2f} us per module call over watch(); "
                 f"target <= +0.5: {said})"
@@ -341,6 +350,10 @@ def main() -> int:
         print("clock: CPU time of the benchmark's thread (time.thread_time_ns)")
     print("ratio: median per-round ratio to unwatched, +- half its 10th-90th percentile range")
     print("us per call: median per-round difference to unwatched [its 95% confidence interval]")
+    print(
+        "targets: met / MISSED when the whole judged interval (95% over all the run's targets "
+        "together, 99.75% each) is within / over the target"
+    )
     missed = []
     for case in cases():
         if only and only not in case.name:
