@@ -15,7 +15,7 @@ import time
 import types
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import pytest
@@ -344,19 +344,21 @@ def test_deep_mode_discovers_untouched_models() -> None:
     assert [(w.filename, w.lineno) for w in caught] == [(HERE, line)]
 
 
-class GrowsAChildWhileWalked(nn.Module):
-    """Gains a child as its tree is walked (as another thread's change would land), then runs it."""
+class GrowsWhileWalked(nn.Module):
+    """Gains the child ``late()`` makes as its tree is walked (as another thread's change would
+    land), and runs it once it has it."""
 
-    def __init__(self) -> None:
+    def __init__(self, late: Callable[[], nn.Module]) -> None:
         super().__init__()
         self.fc = nn.Linear(8, 8)
+        self.make_late = late
         self.grow = False
 
     def modules(self) -> Iterator[nn.Module]:
         yield from super().modules()
         if self.grow:
             self.grow = False
-            self.late = nn.Linear(8, 8)
+            self.late = self.make_late()  # registered as the walk ends, before it is stored
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.fc(x)
@@ -366,7 +368,7 @@ class GrowsAChildWhileWalked(nn.Module):
 def test_deep_mode_a_child_added_during_the_walk_is_part_of_its_model() -> None:
     """The covered set keeps the generation it started from: a child added meanwhile is rechecked
     (and found inside its model), not noted as a model of its own."""
-    model = GrowsAChildWhileWalked().eval()
+    model = GrowsWhileWalked(lambda: nn.Linear(8, 8)).eval()
     with gradguard.watch(deep=True), torch.no_grad():
         model.grow = True
         model(batch())  # its first call: the watchdog walks it, and it grows
@@ -496,30 +498,11 @@ def test_train_mode_forward_without_grad_is_found(watched: gradguard.WatchHandle
     assert [(f.code, f.lineno, f.count) for f in gradguard.findings()] == [("GG002", line, 2)]
 
 
-class GrowsWhileWalked(nn.Module):
-    """Gains a dropout while its tree is being walked, as another thread's change would land."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(8, 8)
-        self.grow = False
-
-    def modules(self) -> Iterator[nn.Module]:
-        yield from super().modules()
-        if self.grow:
-            self.grow = False
-            self.drop = nn.Dropout(0.5)  # registered as the walk ends, before it is stored
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.fc(x)
-        return self.drop(out) if "drop" in self._modules else out
-
-
 def test_a_layer_added_during_the_walk_of_a_model_is_seen_at_its_next_forward(
     watched: gradguard.WatchHandle,
 ) -> None:
     """The cache of mode-dependent layers keeps the generation it started from, not a later one."""
-    model = GrowsWhileWalked()
+    model = GrowsWhileWalked(lambda: nn.Dropout(0.5))
     model.train()
     model.grow = True
     with torch.no_grad():

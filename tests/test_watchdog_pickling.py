@@ -289,34 +289,26 @@ with torch.no_grad():
 """
 
 
+def _python(folder: Path, *args: str) -> str:
+    """Run ``python *args`` in ``folder`` without the watchdog's variables; its stdout."""
+    done = subprocess.run(
+        [sys.executable, *args], cwd=folder, env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 @pytest.mark.parametrize("layer", ["watch", "scope"])
 def test_a_scripts_model_sent_by_value_to_a_worker_works_there(tmp_path: Path, layer: str) -> None:
     """cloudpickle copies a __main__ class with gradguard's __call__ on it: the copy calls on."""
     pytest.importorskip("cloudpickle")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADGUARD_")}
     (tmp_path / "send.py").write_text(SEND_BY_VALUE)
     (tmp_path / "receive.py").write_text(RECEIVE)
     blob = str(tmp_path / "models.pkl")
-    sent = subprocess.run(
-        [sys.executable, "send.py", blob, layer],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert sent.returncode == 0, sent.stderr[-3000:]
-    received = subprocess.run(
-        [sys.executable, "receive.py", blob],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert received.returncode == 0, received.stderr[-3000:]
-    assert received.stdout == sent.stdout  # the same outputs, Doubling's own call included
-    assert "[[" in sent.stdout
+    sent = _python(tmp_path, "send.py", blob, layer)
+    received = _python(tmp_path, "receive.py", blob)
+    assert received == sent  # the same outputs, Doubling's own call included
+    assert "[[" in sent
 
 
 class OwnCall(nn.Linear):
