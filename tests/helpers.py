@@ -34,3 +34,26 @@ def fine_tuning_net() -> Net:
     net.train()
     net.features[1].eval()
     return net
+
+
+class Encoder(nn.Module):
+    """A backbone with BatchNorm and dropout: frozen or probed in the watchdog's tests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Dropout(0.2), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Probe(nn.Module):
+    """An :class:`Encoder` with a linear head (a linear probe when the encoder is frozen)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = Encoder()
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))

@@ -11,25 +11,7 @@ import torch
 from torch import nn
 
 import gradguard
-
-
-class Encoder(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Dropout(0.2), nn.ReLU())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-class Probe(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.encoder = Encoder()
-        self.head = nn.Linear(16, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))
+from tests.helpers import Encoder, Probe
 
 
 class _Backend:
