@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -64,9 +65,8 @@ def test_transformers_generate_reports_each_users_call_naming_the_library() -> N
         assert "GenerationMixin.generate)" in finding.message
 
 
-def test_lightning_fit_of_a_model_left_in_eval_points_at_the_fit_call() -> None:
-    """Trainer.fit on a LightningModule left in eval: GG004 at the user's fit() line."""
-    pl = pytest.importorskip("pytorch_lightning")
+def _classifier(pl: Any, *, validates: bool = False) -> Any:
+    """A small LightningModule with dropout (a validation step too when ``validates``)."""
 
     class Classifier(pl.LightningModule):  # type: ignore[misc]  # untyped base class
         def __init__(self) -> None:
@@ -80,9 +80,16 @@ def test_lightning_fit_of_a_model_left_in_eval_points_at_the_fit_call() -> None:
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    torch.manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,)))
-    trainer = pl.Trainer(
+    class Validating(Classifier):
+        def validation_step(self, batch: list[torch.Tensor], _index: int) -> None:
+            self.net(batch[0])
+
+    return Validating() if validates else Classifier()
+
+
+def _quiet_trainer(pl: Any, **options: Any) -> Any:
+    """A one-epoch CPU Trainer that writes and prints nothing of its own."""
+    return pl.Trainer(
         max_epochs=1,
         logger=False,
         enable_checkpointing=False,
@@ -90,8 +97,18 @@ def test_lightning_fit_of_a_model_left_in_eval_points_at_the_fit_call() -> None:
         enable_model_summary=False,
         accelerator="cpu",
         devices=1,
+        **options,
     )
-    model = Classifier()
+
+
+def test_lightning_fit_of_a_model_left_in_eval_points_at_the_fit_call() -> None:
+    """Trainer.fit on a LightningModule left in eval: GG004 at the user's fit() line."""
+    pl = pytest.importorskip("pytorch_lightning")
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,)))
+    trainer = _quiet_trainer(pl)
+    model = _classifier(pl)
     model.eval()  # the mistake: left in eval from an evaluation before training
     with warnings.catch_warnings(record=True), gradguard.watch():
         warnings.simplefilter("always")
@@ -108,38 +125,14 @@ def test_lightning_fit_names_the_programs_eval_not_lightnings_validation_eval() 
     the library is named with the library."""
     pl = pytest.importorskip("pytorch_lightning")
 
-    class Classifier(pl.LightningModule):  # type: ignore[misc]  # untyped base class
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 2))
-
-        def training_step(self, batch: list[torch.Tensor], _index: int) -> torch.Tensor:
-            x, y = batch
-            return nn.functional.cross_entropy(self.net(x), y)
-
-        def validation_step(self, batch: list[torch.Tensor], _index: int) -> None:
-            self.net(batch[0])
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     torch.manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,)))
     loader = torch.utils.data.DataLoader(data, batch_size=4)
     messages = []
     for eval_under_watch in (True, False):
         gradguard.clear_findings()
-        trainer = pl.Trainer(
-            max_epochs=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            accelerator="cpu",
-            devices=1,
-            num_sanity_val_steps=1,
-        )
-        model = Classifier()
+        trainer = _quiet_trainer(pl, num_sanity_val_steps=1)
+        model = _classifier(pl, validates=True)
         if not eval_under_watch:
             model.eval()  # before watch(): the watchdog never sees this call
         with warnings.catch_warnings(record=True), gradguard.watch():
