@@ -21,7 +21,7 @@ mode_dependent_cache: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
-def _compiled_behaves_differently_in_training(module: torch.jit.ScriptModule) -> bool:
+def _compiled_mode_dependent_layer(module: torch.jit.ScriptModule) -> bool:
     """The same question for a ScriptModule, which keeps only its original class's name."""
     if isinstance(module, torch.jit._trace.TracedModule):
         return False  # tracing fixed every mode-dependent branch as it was when traced
@@ -41,9 +41,10 @@ def _compiled_behaves_differently_in_training(module: torch.jit.ScriptModule) ->
         return False
 
 
-def _behaves_differently_in_training(module: nn.Module) -> bool:
+def mode_dependent_layer(module: nn.Module) -> bool:
+    """Whether ``module`` itself (not its children) behaves differently in training mode."""
     if isinstance(module, torch.jit.ScriptModule):
-        return _compiled_behaves_differently_in_training(module)
+        return _compiled_mode_dependent_layer(module)
     if isinstance(module, nn.modules.batchnorm._NormBase):
         return bool(module.track_running_stats)
     if isinstance(module, nn.modules.dropout._DropoutNd):
@@ -58,11 +59,6 @@ def _behaves_differently_in_training(module: nn.Module) -> bool:
     return forward is not None and "training" in forward.co_names
 
 
-def mode_dependent_layer(module: nn.Module) -> bool:
-    """Whether ``module`` itself (not its children) behaves differently in training mode."""
-    return _behaves_differently_in_training(module)
-
-
 # Kinds of mode-dependent layer, in the order messages list them, with what each does in
 # training mode and in eval mode.
 _KINDS = {
@@ -75,7 +71,7 @@ _KINDS = {
 
 def _kind(module: nn.Module) -> str:
     """Which of :data:`_KINDS` ``module`` is (empty when its behaviour does not depend on mode)."""
-    if not _behaves_differently_in_training(module):
+    if not mode_dependent_layer(module):
         return ""
     if isinstance(module, nn.modules.batchnorm._NormBase):
         return "statistics"
@@ -135,7 +131,7 @@ def _mode_dependent_layers(module: nn.Module) -> tuple[weakref.ref[nn.Module], .
     # Read before the walk: a change another thread makes during it then leaves this entry stale.
     generation = status.structure
     layers = tuple(
-        weakref.ref(sub) for sub in module.modules() if _behaves_differently_in_training(sub)
+        weakref.ref(sub) for sub in module.modules() if mode_dependent_layer(sub)
     )
     mode_dependent_cache[module] = (generation, layers)
     return layers
