@@ -143,7 +143,7 @@ def noting(original: Callable[..., Any]) -> Callable[..., Any]:
     def noting(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         if not status.installed or getattr(local, "inside", False):
             return original(self, *args, **kwargs)
-        was_training = self.training
+        was_training = self.training if switches_mode else False
         local.inside = True
         try:
             result = original(self, *args, **kwargs)
@@ -467,7 +467,7 @@ def _checking_call(cls: type, inner: _layers.Inner, owner: type) -> Callable[...
         if id(self) not in models:
             if (
                 not (notes and status.installed)
-                or (_inflight and _get_ident() in _inflight)
+                or (inflight and get_ident() in inflight)
                 or compiler._is_compiling_flag
                 or _traced()
             ):
