@@ -13,9 +13,15 @@ what varies between counts of the same arm is work that lands in one block only 
 returning memory, a dictionary resizing): it only ever adds. The spread of the three counts of
 each arm is printed beside it.
 
-Needs ``valgrind`` and a C compiler (``cc``); takes about four minutes. Run it as
-``python benchmarks/instructions_watchdog.py``: it compiles the helper into a temporary
-directory and runs itself again under valgrind.
+``--simulate`` also simulates the caches and the branch predictor (callgrind's
+``--cache-sim=yes --branch-sim=yes``) and prints, beside the instructions, the first-level cache
+misses (instruction and data) and the mispredicted branches per call: what a few instructions
+cost in time depends on them (see ``benchmarks/README.md``). The simulated machine is simpler
+than a real one, so read the differences between the arms, not the counts themselves.
+
+Needs ``valgrind`` and a C compiler (``cc``); takes about four minutes (ten with
+``--simulate``). Run it as ``python benchmarks/instructions_watchdog.py``: it compiles the
+helper into a temporary directory and runs itself again under valgrind.
 """
 
 from __future__ import annotations
@@ -85,35 +91,60 @@ def measure(library: str) -> None:
                 handle.close()
 
 
+def _totals(dump: list[str]) -> tuple[str | None, dict[str, int]]:
+    """The label of one callgrind dump and its totals, by event name."""
+    label = None
+    events: list[str] = []
+    totals: dict[str, int] = {}
+    for line in dump:
+        if line.startswith("desc: Trigger: Client Request: "):
+            label = line.split(": ", 3)[-1].strip()
+        elif line.startswith("events:"):
+            events = line.split()[1:]
+        elif line.startswith("totals:"):
+            totals = dict(zip(events, map(int, line.split()[1:])))
+    return label, totals
+
+
+def _line(what: str, base: list[float], watched: list[float]) -> str:
+    return (
+        f"unwatched {min(base):,.0f} {what} per call (its counts {max(base) - min(base):,.0f} "
+        f"apart); watch() {min(watched) - min(base):+,.0f} "
+        f"({(min(watched) / min(base) - 1) * 100:+.2f}%; its counts "
+        f"{max(watched) - min(watched):,.0f} apart)"
+    )
+
+
 def report(folder: str) -> None:
-    counts: dict[str, dict[str, list[int]]] = {}
+    counts: dict[str, dict[str, list[dict[str, int]]]] = {}
     dumps = [n for n in os.listdir(folder) if n.startswith("callgrind.out.") and n.count(".") == 3]
     for entry in sorted(dumps, key=lambda n: int(n.rsplit(".", 1)[-1])):
-        label = total = None
         with open(os.path.join(folder, entry)) as dump:
-            for line in dump:
-                if line.startswith("desc: Trigger: Client Request: "):
-                    label = line.split(": ", 3)[-1].strip()
-                elif line.startswith("totals:"):
-                    total = int(line.split()[1])
-        if label and total is not None and "|" in label:
+            label, totals = _totals(list(dump))
+        if label and totals and "|" in label:
             name, arm = label.split("|")
-            counts.setdefault(name, {}).setdefault(arm, []).append(total)
+            counts.setdefault(name, {}).setdefault(arm, []).append(totals)
     for name, arms in counts.items():
-        base = [total / CALLS for total in arms["unwatched"]]
-        watched = [total / CALLS for total in arms["watch()"]]
-        print(
-            f"{name}: unwatched {min(base):,.0f} instructions per call (its counts "
-            f"{max(base) - min(base):,.0f} apart); watch() {min(watched) - min(base):+,.0f} "
-            f"({(min(watched) / min(base) - 1) * 100:+.2f}%; its counts "
-            f"{max(watched) - min(watched):,.0f} apart)"
+        base = [totals["Ir"] / CALLS for totals in arms["unwatched"]]
+        watched = [totals["Ir"] / CALLS for totals in arms["watch()"]]
+        print(f"{name}: {_line('instructions', base, watched)}")
+        simulated = (
+            ("first-level cache misses", ("I1mr", "D1mr", "D1mw")),
+            # Conditional and indirect (the interpreter's dispatch) mispredictions together.
+            ("mispredicted branches", ("Bcm", "Bim")),
         )
+        for what, events in simulated:
+            if events[0] in arms["unwatched"][0]:
+                base = [sum(t[e] for e in events) / CALLS for t in arms["unwatched"]]
+                watched = [sum(t[e] for e in events) / CALLS for t in arms["watch()"]]
+                print(f"{' ' * len(name)}  {_line(what, base, watched)}")
 
 
 def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--inside":
         measure(sys.argv[2])
         return 0
+    simulate = "--simulate" in sys.argv[1:]
     for tool in ("valgrind", "cc"):
         if shutil.which(tool) is None:
             print(f"instructions_watchdog.py needs {tool!r} on PATH", file=sys.stderr)
@@ -130,6 +161,7 @@ def main() -> int:
                 "valgrind",
                 "--tool=callgrind",
                 "--instr-atstart=no",
+                *(["--cache-sim=yes", "--branch-sim=yes"] if simulate else []),
                 f"--callgrind-out-file={folder}/callgrind.out.%p",
                 sys.executable,
                 os.path.abspath(__file__),
@@ -144,7 +176,8 @@ def main() -> int:
         if done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)
             return done.returncode
-        print(f"python {sys.version.split()[0]}, instructions counted by valgrind's callgrind")
+        counted = "instructions, simulated caches and branches" if simulate else "instructions"
+        print(f"python {sys.version.split()[0]}, {counted} counted by valgrind's callgrind")
         report(folder)
     return 0
 
