@@ -116,10 +116,11 @@ def test_watchdog_is_installed_during_tests_and_removed_after(pytester: pytest.P
 
 @pytest.mark.parametrize("form", ["option", "ini"])
 def test_warn_mode_lists_findings_without_failing(pytester: pytest.Pytester, form: str) -> None:
-    """--gradguard-warn (or ini gradguard_warn) lists each finding by test and fails nothing."""
+    """--gradguard-warn (or ini gradguard_warn) lists each finding by test and fails nothing,
+    even where the project's filters make warnings errors."""
     pytester.makepyfile(test_scope=SCOPE_MISTAKE_TESTS)
     if form == "ini":
-        pytester.makeini("[pytest]\ngradguard_warn = true\n")
+        pytester.makeini("[pytest]\ngradguard_warn = true\nfilterwarnings = error\n")
         result = pytester.runpytest()
     else:
         result = pytester.runpytest("--gradguard-warn")
@@ -504,6 +505,29 @@ def test_watchdog_findings_fail_the_test_that_made_them(pytester: pytest.Pyteste
             "FAILED test_loop.py::test_inference_without_no_grad - *",
         ]
     )
+
+
+def test_findings_keep_the_short_form_where_warnings_are_errors(
+    pytester: pytest.Pytester,
+) -> None:
+    """A project whose pytest turns warnings into errors gets the plugin's message, not a
+    traceback through gradguard's internals, and each finding is told once."""
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    pytester.makepyfile(test_loop=WATCHDOG_TESTS)
+    result = pytester.runpytest("--gradguard")
+    result.assert_outcomes(failed=2, passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*gradguard: test_loop.py::test_validation_without_eval caused:",
+            "*test_loop.py:11: GG002 train-mode-without-grad: Sequential is in training mode*",
+            "*gradguard: test_loop.py::test_inference_without_no_grad caused:",
+            "*test_loop.py:15: GG001 graph-in-inference: Sequential is in eval mode*",
+        ]
+    )
+    output = result.stdout.str()
+    assert "_watchdog" not in output and "_findings.py" not in output
+    assert "TrainModeWithoutGradWarning" not in output
+    assert "warnings summary" not in output
 
 
 def test_model_seen_by_the_watchdog_left_in_eval_fails_and_is_restored(
