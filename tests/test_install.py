@@ -78,6 +78,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
             ".venv", ".git", "dist", "build", "*.egg-info", "__pycache__", ".*_cache"
         ),
     )
+    # Files a user leaves in a checkout, which no distribution may carry.
+    (source / "gradguard.sarif").write_text("{}\n")
+    (source / "scratch").mkdir()
+    (source / "scratch" / "notes.py").write_text("print('mine')\n")
     _check([sys.executable, "-m", "build", "--outdir", str(dist), str(source)])
     (wheel,) = dist.glob("gradguard-*.whl")
     (sdist,) = dist.glob("gradguard-*.tar.gz")
@@ -116,8 +120,11 @@ def test_wheel_and_sdist_carry_the_package_its_types_and_complete_metadata(
     assert metadata["License-Expression"] == "MIT"
     assert metadata["Requires-Python"] == ">=3.10"
     with tarfile.open(installed.sdist) as sdist:
-        members = {Path(name).name for name in sdist.getnames()}
-    assert {"README.md", "CHANGELOG.md", "LICENSE", "pyproject.toml"} <= members
+        paths = {Path(*Path(name).parts[1:]).as_posix() for name in sdist.getnames()}
+    assert {"README.md", "CHANGELOG.md", "LICENSE", "pyproject.toml", "Makefile"} <= paths
+    assert {"gradguard/py.typed", "tests/test_install.py", "docs/watchdog.md"} <= paths
+    assert {"examples/train_with_mistakes.py", "requirements-dev.txt"} <= paths
+    assert not [path for path in paths if path.startswith(("scratch", "gradguard.sarif"))]
 
 
 def test_installed_command_reports_its_version_and_comes_from_the_environment(
