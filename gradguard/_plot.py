@@ -9,6 +9,7 @@ only when a chart is drawn; the figure is drawn without pyplot, so no GUI backen
 from __future__ import annotations
 
 import statistics
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,6 +61,20 @@ def _quartiles(samples: Sequence[float]) -> tuple[float, float]:
     return low, high
 
 
+# Characters of the 10-point title per inch of figure: a long title line is wrapped to fit, or a
+# one-family chart (6 inches wide) would cut off both of its ends.
+TITLE_CHARACTERS_PER_INCH = 12
+
+
+def _wrapped(title: str, width: float) -> str:
+    """``title`` with every line wrapped to fit a figure ``width`` inches wide."""
+    limit = max(int(width * TITLE_CHARACTERS_PER_INCH), 20)
+    return "\n".join(
+        "\n".join(textwrap.wrap(line, limit, break_on_hyphens=False) or [""])
+        for line in title.splitlines()
+    )
+
+
 def plot_results(
     results: Sequence[tuple[str, int, Measurement]], path: str, title: str
 ) -> tuple[int, int]:
@@ -78,7 +93,7 @@ def plot_results(
     columns = max(len(results), 1)
     width = max(COLUMN_WIDTH * columns, MIN_WIDTH)
     figure = Figure(figsize=(width, HEIGHT), dpi=DPI, layout="constrained")
-    figure.suptitle(title, fontsize=10)
+    figure.suptitle(_wrapped(title, width), fontsize=10)
     axes = figure.subplots(2, columns, squeeze=False)
     for column, (name, batch_size, measurement) in enumerate(results):
         modes = list(measurement.modes)

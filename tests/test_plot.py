@@ -76,6 +76,39 @@ def test_png_of_three_families_is_a_valid_image_one_column_each(tmp_path: Path) 
     assert png_size(out) == (1200, 650)
 
 
+def test_a_long_title_fits_a_one_family_chart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The title `gradguard bench` writes is wrapped to the figure's width, not cut at its edges."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    drawn: list[Figure] = []
+    save = Figure.savefig
+
+    def keep(figure: Figure, *args: object, **kwargs: object) -> None:
+        drawn.append(figure)
+        save(figure, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+    measurement = gradguard.measure(model, torch.randn(4, 8), repeats=3, warmup=0)
+    title = (
+        f"gradguard bench on {describe_device(torch.device('cpu'))}\n"
+        f"torch {torch.__version__}, 2 threads, 5 timed runs per mode after 1 warm-up; "
+        "load average 1.4 before, 1.5 after"
+    )
+    _plot.plot_results([("mymodels:build", 32, measurement)], str(tmp_path / "c.png"), title)
+    (figure,) = drawn
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    suptitle = figure._suptitle
+    assert suptitle is not None
+    box = suptitle.get_window_extent(canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.x1, (box, figure.bbox)
+    assert suptitle.get_text().replace("\n", " ").split() == title.split()
+
+
 def run_bench(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     (tmp_path / "tinymodels.py").write_text(TINY)
     return subprocess.run(
