@@ -144,7 +144,9 @@ def evaluate(model, loader):
 Flags `optimizer.step()` (or `scaler.step(optimizer)`) that a `model.eval()` reaches without a
 `model.train()` on some path: across loop back-edges (evaluation at the end of an epoch, training
 again at the top of the next one) and through helpers of this module (`validate(model)` that leaves
-the model in eval).
+the model in eval). A call of a helper of this module whose step the model reaches as it was
+handed over (`train_one_epoch(model, loader, optimizer)` that never calls `model.train()`, directly
+or a few helpers down) counts as a step at that call.
 
 ## Why is this bad?
 The parameters are trained with dropout off and BatchNorm frozen on its running statistics: the
@@ -169,7 +171,9 @@ A sub-module put in eval while its parent is in train (`model.backbone.eval()` t
 BatchNorm); loop variables (`for m in model.modules(): m.eval()`); a teacher or target network in
 eval while another model switched here trains (distillation, DQN), unless the optimizer is built
 here from the eval model's parameters; a model in eval that is not trained in this function
-(no `train()` and no forward of it reaching the backward); a mode unknown at the function's entry.
+(no `train()` and no forward of it reaching the backward); a mode unknown at the function's entry;
+a stepping helper that puts the model in training itself (`model.train()` at its top, or a helper
+of its own that may switch modes), or that hands the model to code it cannot see first.
 
 Runtime twin: GG004 `eval-mode-training`.
 """,

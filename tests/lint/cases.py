@@ -241,6 +241,137 @@ def tune(model, other, x):
     model(x).sum().backward()
     opt.step()  # expect: GG103
 """,
+        # the step is inside a helper of this module, reached again after a helper's eval()
+        """
+import torch
+
+def train_one_epoch(model, loader, optimizer):
+    for x, y in loader:
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+def checkpoint_score(model, loader):
+    model.eval()
+    with torch.no_grad():
+        return sum(model(x).sum().item() for x, _ in loader)
+
+def main(model, loader, val_loader):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for epoch in range(2):
+        train_one_epoch(model, loader, optimizer)  # expect: GG103
+        if epoch == 0:
+            print(checkpoint_score(model, val_loader))
+""",
+        # the step two helpers down, the model in eval from this function's own eval()
+        """
+import torch
+
+def train_step(net, opt, x):
+    opt.zero_grad()
+    net(x).sum().backward()
+    opt.step()
+
+def train_epoch(net, opt, loader):
+    for x in loader:
+        train_step(net, opt, x)
+
+def fit(model, optimizer, loader, val_batch):
+    model.train()
+    for epoch in range(3):
+        train_epoch(model, optimizer, loader)  # expect: GG103
+        model.eval()
+        with torch.no_grad():
+            model(val_batch)
+""",
+        # the helper moves the model it was given (still that model, in its mode) before its step
+        """
+import torch
+
+def train_epoch(model, loader, optimizer, device):
+    model = model.to(device)
+    for x in loader:
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+
+def fit(model, loader, val_batch, device):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    for epoch in range(3):
+        train_epoch(model, loader, optimizer, device)  # expect: GG103
+        model.eval()
+        with torch.no_grad():
+            model(val_batch)
+""",
+        # methods: self.train_epoch() steps, self.evaluate() leaves self.model in eval
+        """
+import torch
+
+class Trainer:
+    def train_epoch(self):
+        for x in self.loader:
+            self.optimizer.zero_grad()
+            self.model(x).sum().backward()
+            self.optimizer.step()
+
+    def evaluate(self):
+        self.model.eval()
+        with torch.no_grad():
+            return [self.model(x) for x in self.val_loader]
+
+    def fit(self, epochs):
+        self.model.train()
+        for epoch in range(epochs):
+            self.train_epoch()  # expect: GG103
+            self.evaluate()
+""",
+        # a script: the stepping helper uses the global model, a test() leaves it in eval
+        """
+import torch
+
+net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout())
+optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+
+def train(loader):
+    for x in loader:
+        optimizer.zero_grad()
+        net(x).sum().backward()
+        optimizer.step()
+
+def test(batch):
+    net.eval()
+    with torch.no_grad():
+        net(batch)
+
+for epoch in range(3):
+    train([torch.randn(2, 4)])  # expect: GG103
+    test(torch.randn(2, 4))
+""",
+        # mutually recursive helpers that step: found, and the analysis ends
+        """
+import torch
+
+def ping(model, optimizer, batches):
+    if batches:
+        optimizer.zero_grad()
+        model(batches[0]).sum().backward()
+        optimizer.step()
+        pong(model, optimizer, batches[1:])
+
+def pong(model, optimizer, batches):
+    ping(model, optimizer, batches)
+
+def fit(model, loader, val_batch):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    for epoch in range(3):
+        ping(model, optimizer, list(loader))  # expect: GG103
+        model.eval()
+        with torch.no_grad():
+            model(val_batch)
+""",
     ],
     "GG104": [
         # a return from inside a with block and an exception handler
@@ -753,6 +884,186 @@ def train_epoch(student, teacher, optimizer, loader):
         optimizer.zero_grad()
         (student(x) - t).pow(2).mean().backward()
         optimizer.step()
+""",
+        # a stepping helper that puts the model in training itself
+        """
+import torch
+
+def train_one_epoch(model, loader, optimizer):
+    model.train()
+    for x in loader:
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+
+def validate(model, loader):
+    model.eval()
+    with torch.no_grad():
+        return [model(x) for x in loader]
+
+def main(model, loader, val_loader):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch in range(3):
+        train_one_epoch(model, loader, optimizer)
+        validate(model, val_loader)
+""",
+        # a stepping helper reached only in training: train() at the top of every epoch
+        """
+import torch
+
+def train_one_epoch(model, loader, optimizer):
+    for x in loader:
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+
+def validate(model, loader):
+    model.eval()
+    with torch.no_grad():
+        return [model(x) for x in loader]
+
+def main(model, loader, val_loader):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch in range(3):
+        model.train()
+        train_one_epoch(model, loader, optimizer)
+        validate(model, val_loader)
+""",
+        # the helper hands the model to code not seen here before its step (it may train it)
+        """
+import torch
+from mylib import prepare_for_training
+
+def train_one_epoch(model, loader, optimizer):
+    prepare_for_training(model)
+    for x in loader:
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+
+def main(model, loader, val_batch):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    for epoch in range(3):
+        train_one_epoch(model, loader, optimizer)
+        model.eval()
+        with torch.no_grad():
+            model(val_batch)
+""",
+        # the stepping helper puts the model in training through a helper of its own
+        """
+import torch
+
+def set_training(model):
+    model.train()
+
+def train_one_epoch(model, loader, optimizer):
+    set_training(model)
+    for x in loader:
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+
+def main(model, loader, val_batch):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    for epoch in range(3):
+        train_one_epoch(model, loader, optimizer)
+        model.eval()
+        with torch.no_grad():
+            model(val_batch)
+""",
+        # a script: the stepping helper trains the global model through another helper
+        """
+import torch
+
+net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout())
+optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+
+def prepare():
+    net.train()
+
+def train(loader):
+    prepare()
+    for x in loader:
+        optimizer.zero_grad()
+        net(x).sum().backward()
+        optimizer.step()
+
+def test(batch):
+    net.eval()
+    with torch.no_grad():
+        net(batch)
+
+for epoch in range(3):
+    train([torch.randn(2, 4)])
+    test(torch.randn(2, 4))
+""",
+        # a distillation helper: the teacher frozen in eval, the student put in training there
+        """
+import torch
+
+def freeze(model):
+    model.eval()
+
+def distill_epoch(student, teacher, optimizer, loader):
+    student.train()
+    for x in loader:
+        with torch.no_grad():
+            t = teacher(x)
+        optimizer.zero_grad()
+        (student(x) - t).pow(2).mean().backward()
+        optimizer.step()
+
+def main(student, teacher, loader):
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    teacher.train()
+    freeze(teacher)
+    for epoch in range(3):
+        distill_epoch(student, teacher, optimizer, loader)
+""",
+        # recursive and mutually recursive stepping helpers, each putting the model in training
+        """
+import torch
+
+def train_steps(model, optimizer, batches):
+    model.train()
+    if batches:
+        optimizer.zero_grad()
+        model(batches[0]).sum().backward()
+        optimizer.step()
+        train_steps(model, optimizer, batches[1:])
+        more_steps(model, optimizer, batches[1:])
+
+def more_steps(model, optimizer, batches):
+    train_steps(model, optimizer, batches)
+
+def fit(model, loader, val_batch):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    for epoch in range(3):
+        train_steps(model, optimizer, list(loader))
+        model.eval()
+        with torch.no_grad():
+            model(val_batch)
+""",
+        # the optimizer given to the helper steps another model's parameters
+        """
+import torch
+
+def step_discriminator(netD, netG, optimizerD, noise):
+    optimizerD.zero_grad()
+    netD(netG(noise).detach()).mean().backward()
+    optimizerD.step()
+
+def main(netD, netG, noise, batch):
+    optimizerD = torch.optim.Adam(netD.parameters())
+    netG.train()
+    for epoch in range(3):
+        step_discriminator(netD, netG, optimizerD, noise)
+        netG.eval()
+        with torch.no_grad():
+            netG(noise)
 """,
     ],
     "GG104": [

@@ -12,6 +12,7 @@ from gradguard.lint._rules import RULES
 
 _HERE = Path(__file__).parent
 _CORPUS = _HERE.parent / "corpus"
+_EXAMPLES = _HERE.parent.parent / "examples"
 _EXPECT = re.compile(r"#\s*expect:\s*([A-Z0-9, ]+)")
 
 #: What the linter finds statically in each mistake script of the runtime corpus, beside the
@@ -23,6 +24,12 @@ CORPUS_FINDINGS = {
     "mistake_step_without_backward.py": {(20, "GG107")},
     "mistake_validation_without_no_grad.py": {(22, "GG102"), (23, "GG106")},
 }
+
+#: What the linter finds in the example pair: MISTAKE 2 (the model left in eval by
+#: `checkpoint_score()` and trained on) at the call of the stepping helper, MISTAKE 3 and 4 at
+#: their lines. MISTAKE 1 (validation run by a helper under no_grad in training mode) is the
+#: watchdog's alone.
+EXAMPLE_FINDINGS = {(70, "GG102"), (76, "GG104"), (91, "GG103")}
 
 
 def enabled_findings(path: Path) -> set[tuple[int, str]]:
@@ -61,3 +68,15 @@ def test_all_nine_classic_mistakes_are_found_on_their_lines() -> None:
 
 def test_the_nine_mistakes_clean_twin_is_silent() -> None:
     assert enabled_findings(_HERE / "nine" / "clean.py") == set()
+
+
+def test_example_with_mistakes_is_found_where_each_mistake_shows() -> None:
+    source = (_EXAMPLES / "train_with_mistakes.py").read_text()
+    lines = source.splitlines()
+    assert "train_one_epoch(model, train_loader, optimizer)" in lines[91 - 1]
+    assert "MISTAKE 3" in lines[70 - 1] and "MISTAKE 4" in lines[76 - 1]
+    assert enabled_findings(_EXAMPLES / "train_with_mistakes.py") == EXAMPLE_FINDINGS
+
+
+def test_example_fixed_twin_is_silent() -> None:
+    assert enabled_findings(_EXAMPLES / "train_fixed.py") == set()

@@ -3,7 +3,8 @@
 One walk over the statements, branches joined, loops iterated to a fixed point (findings are only
 taken on the last, stable walk of each loop), ``return``/``break``/``continue`` routed through
 ``with`` exits and ``finally`` bodies. Calls to functions and methods of the same module apply one
-level of summary (what they leave their arguments' modes in). Nothing unknown is ever reported.
+level of summary (what they leave their arguments' modes in); a step inside one of them, found a
+few calls down (``_steps``), is a step at the call. Nothing unknown is ever reported.
 """
 
 from __future__ import annotations
@@ -37,6 +38,19 @@ from gradguard.lint._analysis._state import (
     first,
     join,
     join_all,
+)
+from gradguard.lint._analysis._steps import (
+    CHANGED,
+    GLOBALS,
+    TOUCHED,
+    CallSite,
+    StepSearch,
+    StepSite,
+    into_callee,
+    may_switch_modes,
+    out_of_callee,
+    params_of,
+    touched,
 )
 
 _MAX_LOOP_WALKS = 6
@@ -141,6 +155,11 @@ _MODEL_WORDS = frozenset(
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 
 
+def _within(key: str, receiver: str | None) -> bool:
+    """Whether ``key`` is ``receiver`` or one of its attributes."""
+    return receiver is not None and (key == receiver or key.startswith(receiver + "."))
+
+
 def _words(name: str) -> list[str]:
     """``netG`` -> net, g; ``text_encoder`` -> text, encoder."""
     return [word.lower() for word in _WORD.findall(name)]
@@ -178,6 +197,7 @@ _MODE_SAFE_CALLS = frozenset(
 )
 #: Methods of a model that may change its own or its submodules' modes.
 _CHANGES_MODE = re.compile(r"^apply$|freeze|eval|train|mode")
+_GRAD_MODE_METHODS = frozenset({"inference_mode", "set_grad_enabled", "_set_grad_enabled"})
 _GRAD_DECORATOR = re.compile(r"no_?grad|inference", re.IGNORECASE)
 _OPTIMIZER_WORDS = re.compile(r"opt")
 _NOT_OPTIMIZER_WORDS = re.compile(r"sched|lr|env|adopt|option")
@@ -319,6 +339,8 @@ class ScopeFacts:
     trained: set[str] = field(default_factory=set)
     nested: dict[str, Function] = field(default_factory=dict)
     called: set[str] = field(default_factory=set)
+    #: whether it calls a method that may switch a model's mode (train, eval, apply, freeze...).
+    switches_modes: bool = False
 
 
 def _params(function: Function) -> tuple[str, ...]:
@@ -381,6 +403,8 @@ def _note(node: ast.AST, facts: ScopeFacts) -> None:
             facts.called.add(func.id)
         elif isinstance(func, ast.Attribute):
             facts.called.add(func.attr)
+            if _CHANGES_MODE.search(func.attr) and func.attr not in _GRAD_MODE_METHODS:
+                facts.switches_modes = True
             if func.attr == "train" and literal_bool(node, "mode", True) is True:
                 key = receiver_key(func.value)
                 if key is not None:
@@ -410,6 +434,10 @@ class FunctionFlow:
         self.function: Function | None = None if isinstance(scope, ast.Module) else scope
         self.reporter = reporter
         self.use_summaries = summaries
+        # The first walk marks where each receiver's mode stops being the one given at the entry.
+        self.records = not summaries
+        self.step_sites: dict[int, StepSite] = {}
+        self.call_sites: dict[int, CallSite] = {}
         self.buffers: list[list[tuple[_Candidate, Origin | None]]] = []
         self.frames: list[_Frame] = []
         self.exits: list[tuple[State, int]] = []
@@ -507,7 +535,12 @@ class FunctionFlow:
 
     def summary(self) -> Summary:
         """What this function leaves its parameters' (and globals') modes in."""
-        out = Summary(self.params, does_backward=self.does_backward)
+        out = Summary(
+            self.params,
+            does_backward=self.does_backward,
+            steps=list(self.step_sites.values()),
+            calls=list(self.call_sites.values()),
+        )
         states = [state for state, _line in self.exits]
         exit_state = join_all(list(states))
         if exit_state is None:
@@ -791,7 +824,7 @@ class FunctionFlow:
         if frame.grad is not None:
             state.grad = frame.grad
         for key, facts in frame.modes.items():
-            self._set_mode_facts(state, key, facts)
+            self._set_mode_facts(state, key, facts, restore=True)
         return state
 
     def _with_item(self, item: ast.withitem, state: State, frame: _WithExit) -> bool:
@@ -837,6 +870,8 @@ class FunctionFlow:
                     key = receiver_key(arg)
                     if key is not None:
                         frame.modes.setdefault(key, state.modes.get(key))
+                        if self.records:
+                            frame.modes.setdefault(touched(key), state.modes.get(touched(key)))
                         self._set_mode(state, key, ("eval", line, spelled, "scope"))
                 return True
         taint = self.expr(expr, state)
@@ -860,6 +895,8 @@ class FunctionFlow:
         for mapping in (state.modes, state.built):
             for existing in [k for k in mapping if k == key or k.startswith(prefix)]:
                 del mapping[existing]
+        if self.records and self._entry_receiver(key):
+            self._touch(state, key)  # another object now: not the one handed over
         state.taint.pop(key, None)
         state.off.pop(key, None)
         state.snaps.pop(key, None)
@@ -871,13 +908,26 @@ class FunctionFlow:
     def _set_mode(self, state: State, key: str, fact: Fact) -> None:
         self._set_mode_facts(state, key, frozenset({fact}))
 
-    def _set_mode_facts(self, state: State, key: str, facts: frozenset[Fact] | None) -> None:
+    def _touch(self, state: State, key: str) -> None:
+        """On this path the receiver's mode is no longer the one it had at the entry."""
+        state.modes[touched(key)] = frozenset({CHANGED})
+
+    def _entry_receiver(self, key: str) -> bool:
+        """Whether a receiver may be one this function was handed (a parameter or a global)."""
+        root = key.split(".", 1)[0]
+        return root in self.params or root not in self.locals or root in self.globals
+
+    def _set_mode_facts(
+        self, state: State, key: str, facts: frozenset[Fact] | None, *, restore: bool = False
+    ) -> None:
         # train()/eval() recurse: every tracked submodule follows its parent.
         prefix = key + "."
         for existing in [k for k in state.modes if k == key or k.startswith(prefix)]:
             del state.modes[existing]
         if facts is not None and any(fact[0] != "unknown" for fact in facts):
             state.modes[key] = facts
+        if self.records and not restore and not key.startswith(TOUCHED):
+            self._touch(state, key)
 
     def mode_call(self, node: ast.Call, key: str | None, attr: str, state: State) -> None:
         arity = len(node.args) + len(node.keywords)
@@ -1000,10 +1050,14 @@ class FunctionFlow:
         taint = self.expr(value, state)
         off = self.offness(value, state)
         for target in targets:
+            key = receiver_key(target) if isinstance(target, (ast.Name, ast.Attribute)) else None
+            # `model = model.to(device)` is still the model handed over, in its mode.
+            same = self.records and key is not None and receiver_key(strip_chain(value)) == key
+            mark = touched(key) if same and key is not None else ""
+            kept = state.modes.get(mark)
             self.bind(target, taint, off, state)
-            if not isinstance(target, ast.Name) and not isinstance(target, ast.Attribute):
-                continue
-            key = receiver_key(target)
+            if same:
+                self._set_mode_facts(state, mark, kept, restore=True)
             if key is None or not self._trackable(key):
                 continue
             self._assigned_receiver(node, key, value, state)
@@ -1224,12 +1278,14 @@ class FunctionFlow:
 
     def _forget_arguments(self, node: ast.Call, state: State) -> None:
         """A model handed to code this pass cannot see may come back in any mode."""
-        if not state.modes:
+        if not state.modes and not self.records:
             return
         for arg in (*node.args, *(kw.value for kw in node.keywords)):
             key = receiver_key(strip_chain(arg.value if isinstance(arg, ast.Starred) else arg))
             if key is not None and (
-                key in state.modes or any(k.startswith(key + ".") for k in state.modes)
+                key in state.modes
+                or any(k.startswith(key + ".") for k in state.modes)
+                or (self.records and self._entry_receiver(key))
             ):
                 self._set_mode_facts(state, key, None)
 
@@ -1299,7 +1355,11 @@ class FunctionFlow:
             return self.forward(node, called_key, args | receiver, state)
         if qualified is None or not qualified.startswith("torch."):
             self._forget_arguments(node, state)
-            if key is not None and key in state.modes and _CHANGES_MODE.search(attr):
+            if (
+                key is not None
+                and (key in state.modes or (self.records and self._entry_receiver(key)))
+                and _CHANGES_MODE.search(attr)
+            ):
                 self._set_mode_facts(state, key, None)
         if discarded and args:
             self._escape(args, state)
@@ -1352,13 +1412,25 @@ class FunctionFlow:
         self, node: ast.Call, target: Function, args: frozenset[Origin], state: State
     ) -> frozenset[Origin]:
         self.call_grads.append((target, state.grad))
+        if self.records:
+            bound = self._bind_arguments(node, target, params_of(self.index, target))
+            self.call_sites[id(node)] = CallSite(target, bound, dict(state.modes))
+            if may_switch_modes(self.index, target):
+                # Its own summary is not known yet: what it is given may leave in any mode.
+                closure = target in self.nested.values()
+                for key in (*bound.values(), *(self.params if closure else ())):
+                    if self._entry_receiver(key):
+                        self._touch(state, key)
+                self._touch(state, GLOBALS)
         summary = self.index.summaries.get(id(target)) if self.use_summaries else None
         if summary is None:
             return args
+        if self.reporter is not None and "GG103" not in self.allowed:
+            self._check_helper_step(node, target, summary, state)
         if summary.does_backward:
             self._reach(args)
             state.zero = frozenset({("backward", node.lineno, "", "call")})
-        bound = self._bind_arguments(node, target, summary)
+        bound = self._bind_arguments(node, target, summary.params)
         spelled = snippet(node)
         for (param, suffix), facts in summary.modes.items():
             base = bound.get(param) if param else suffix
@@ -1382,8 +1454,10 @@ class FunctionFlow:
             self._set_mode_facts(state, key, frozenset(mapped))
         return args
 
-    def _bind_arguments(self, node: ast.Call, target: Function, summary: Summary) -> dict[str, str]:
-        params = list(summary.params)
+    def _bind_arguments(
+        self, node: ast.Call, target: Function, names: tuple[str, ...]
+    ) -> dict[str, str]:
+        params = list(names)
         bound: dict[str, str] = {}
         method = self.index.class_of.get(id(target)) is not None
         if method and isinstance(node.func, ast.Attribute) and params:
@@ -1401,6 +1475,45 @@ class FunctionFlow:
                 if key is not None:
                     bound[kw.arg] = key
         return bound
+
+    def _check_helper_step(
+        self, node: ast.Call, target: Function, summary: Summary, state: State
+    ) -> None:
+        """GG103 at a call of a helper that steps a model handed over while it may be in eval."""
+        someone_trains = {
+            key for key, facts in state.modes.items() if any(f[0] == "train" for f in facts)
+        }
+        bound = self._bind_arguments(node, target, summary.params)
+        search = StepSearch(self.index)
+        for key, facts in sorted(state.modes.items()):
+            fact = first(facts, "eval")
+            if fact is None:
+                continue
+            inner = into_callee(self.index, target, bound, key)
+            reached = search.find(target, inner) if inner is not None else None
+            if reached is None:
+                continue
+            owns = reached.owns
+            if not owns:
+                optimizer = out_of_callee(bound, summary.params, reached.optimizer)
+                linked = state.optparams.get(optimizer) if optimizer is not None else None
+                if linked is not None and not _within(linked, key):
+                    continue  # it steps another model's parameters
+                owns = linked is not None
+            if not owns and someone_trains - {key}:
+                continue
+            if not (owns or key in self.trained or any(f[3] == "summary" for f in facts)):
+                continue  # not shown to be the model trained here (a teacher, a target network)
+            site = reached.site
+            message, fix = msg.step_in_eval_through(
+                snippet(node), key, fact, reached.function, site.spelled, site.line
+            )
+            related = [
+                (fact[1], f"{fact[2]} here"),
+                (site.line, f"`{site.spelled}` in `{reached.function}` here"),
+            ]
+            self.report("GG103", node, message, fix, related)
+            return
 
     # ----------------------------------------------------------------- rule sites
 
@@ -1483,6 +1596,14 @@ class FunctionFlow:
         if optimizer is None or not self._trackable(optimizer):
             return  # `for opt in optimizers: opt.step()`: a different optimizer each time
         self._check_step_in_eval(node, optimizer, state)
+        if self.records:
+            self.step_sites[id(node)] = StepSite(
+                node.lineno,
+                snippet(node),
+                optimizer,
+                state.optparams.get(optimizer),
+                dict(state.modes),
+            )
         if not closure:
             # Another optimizer's zero_grad() says nothing about this one; a model's does.
             zeroed = first(

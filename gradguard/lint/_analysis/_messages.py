@@ -38,6 +38,19 @@ def step_in_eval(call: str, receiver: str, mode: Fact) -> tuple[str, str]:
     )
 
 
+def step_in_eval_through(
+    call: str, receiver: str, mode: Fact, helper: str, step: str, step_line: int
+) -> tuple[str, str]:
+    return (
+        f"`{call}` may run while `{receiver}` is in eval mode: {_cause(mode)} reaches this call "
+        f"without `{receiver}.train()` on some path, and `{helper}` steps with `{step}` at line "
+        f"{step_line} without putting it back in training, so dropout is off and BatchNorm is "
+        "frozen",
+        f"Call `{receiver}.train()` before the training steps (at the top of every epoch), or "
+        f"at the top of `{helper}`.",
+    )
+
+
 def grad_not_restored(spelled: str, function: str, exit_line: int) -> tuple[str, str]:
     return (
         f"{spelled} is not undone on some path out of `{function}` (leaving at line "

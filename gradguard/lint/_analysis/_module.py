@@ -5,9 +5,12 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gradguard.lint._analysis._names import Aliases
+
+if TYPE_CHECKING:
+    from gradguard.lint._analysis._steps import CallSite, Reached, StepSite
 
 Function = ast.FunctionDef | ast.AsyncFunctionDef
 
@@ -47,6 +50,9 @@ class Summary:
     params: tuple[str, ...]
     modes: dict[tuple[str, str], frozenset[Fact]] = field(default_factory=dict)
     does_backward: bool = False
+    #: its optimizer steps and its calls of this module's functions, with the modes there.
+    steps: list[StepSite] = field(default_factory=list)
+    calls: list[CallSite] = field(default_factory=list)
 
 
 @dataclass
@@ -67,6 +73,10 @@ class ModuleIndex:
     call_grads: dict[int, list[frozenset[Fact]]] = field(default_factory=dict)
     #: id(scope) -> its ScopeFacts (typed loosely: the flow module defines the class).
     scopes: dict[int, Any] = field(default_factory=dict)
+    #: (id(function), receiver) -> the step it reaches there in its given mode (a memo).
+    reached: dict[tuple[int, str], Reached | None] = field(default_factory=dict)
+    #: id(function) -> whether it (or a function it calls) may switch a model's mode.
+    switches: dict[int, bool] = field(default_factory=dict)
 
     def is_sensitive(self, name: str) -> bool:
         """Whether a module class of this file has a layer whose behaviour eval() changes."""
