@@ -381,15 +381,19 @@ def hook_roots(modules: tuple[nn.Module, ...]) -> list[tuple[int, type]]:
                 continue  # a bare Module has no forward; every model's calls would pay for it
             key = id(root)
             _hooked[key] = _hooked.get(key, 0) + 1
-            state = _class_calls.get(cls)
+            state = _class_calls.get(cls) or _stuck_calls.pop(cls, None)
+            if state is not None and not state.open and not _layers.reaches(cls, state.layer):
+                # Other code put back the call it found under our idle layer (a
+                # mock.patch.object of __call__ ending): that layer is called no more.
+                _class_calls.pop(cls, None)
+                _layers.forget(state.layer)
+                state = None
             if state is None:
-                state = _stuck_calls.pop(cls, None)
-                if state is None:
-                    state = _ClassLayer()
-                    state.layer, state.inner = _layers.put_on(
-                        cls, functools.partial(_watching_call, cls, state)
-                    )
-                _class_calls[cls] = state
+                state = _ClassLayer()
+                state.layer, state.inner = _layers.put_on(
+                    cls, functools.partial(_watching_call, cls, state)
+                )
+            _class_calls[cls] = state
             state.open += 1
             state.parked = False
             hooked.append((key, cls))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any, ClassVar
+from unittest import mock
 
 import pytest
 import torch
@@ -267,3 +268,24 @@ def test_a_parked_layer_is_traced_through_by_torch_compile_and_left_in_place() -
         assert vars(cls)["__call__"] is layer  # compiling never changes a class
         model(X)
     assert "__call__" not in vars(cls)
+
+
+def test_a_parked_layer_taken_off_by_other_code_is_replaced_by_the_next_scope() -> None:
+    """A patch of the class's ``__call__`` that ends after a scope puts back what it found,
+    dropping the parked layer with it: the next scope puts a layer on again and reports GG001."""
+    cls = _model_class("Patched")
+    model = cls()
+    names = _layer_names()
+    with mock.patch.object(cls, "__call__", nn.Module.__call__), evaluating(model):
+        dropped = vars(cls)["__call__"]
+    assert "__call__" not in vars(cls)  # the patch took its attribute, and ours on it, away
+    with evaluating(model):
+        assert vars(cls)["__call__"] is not dropped
+        with (
+            torch.enable_grad(),
+            pytest.warns(gradguard.GraphInInferenceWarning, match="Patched ran forward"),
+        ):
+            model(X)
+    model(X)
+    assert "__call__" not in vars(cls)
+    assert _layer_names() == names
