@@ -89,6 +89,22 @@ def put_on(cls: type, make: Callable[[Inner], Callable[..., Any]]) -> tuple[Any,
     return layer, inner
 
 
+def reaches(cls: type, layer: Any) -> bool:
+    """Whether calls of ``cls`` may still reach ``layer``: False once other code took it off.
+
+    Walks down gradguard's layers from the class's ``__call__``. Other code's callable on top, or
+    at the bottom of ours, may hold ``layer`` under it: True (as a layer kept under a wrapper).
+    Only the class's own call (or none) where the walk ends means that ``layer`` is gone.
+    """
+    call = cls.__dict__.get("__call__", ABSENT)
+    while call is not layer:
+        holder: Inner | None = getattr(call, "_gradguard_inner", None)
+        if holder is None:
+            return call is not ABSENT and call is not cls.__dict__.get(OWN)
+        call = holder.own
+    return True
+
+
 def take_off(cls: type, layer: Any, inner: Inner) -> bool:
     """Take ``layer`` out of ``cls``'s chain; False when other code's layer sits above it."""
     above = cls.__dict__.get("__call__", ABSENT)
@@ -99,19 +115,19 @@ def take_off(cls: type, layer: Any, inner: Inner) -> bool:
             cls.__call__ = inner.own  # type: ignore[method-assign]
         if not _is_layer(inner.own) and OWN in cls.__dict__:
             delattr(cls, OWN)  # the last layer is off: the class's own call is in its place
-        _forget(layer)
+        forget(layer)
         return True
     holder: Inner | None = getattr(above, "_gradguard_inner", None)
     while holder is not None:
         if holder.own is layer:
             holder.own = inner.own
-            _forget(layer)
+            forget(layer)
             return True
         holder = getattr(holder.own, "_gradguard_inner", None)
     return False
 
 
-def _forget(layer: Any) -> None:
+def forget(layer: Any) -> None:
     """Take the name of ``layer`` (off its class now) out of this module."""
     name: str = layer.__qualname__
     if globals().get(name) is layer:

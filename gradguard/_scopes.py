@@ -286,14 +286,34 @@ def _forward_hook(module: nn.Module, _args: Any, output: Any) -> None:
 _hook_lock = threading.Lock()
 # id(root) -> how many open scope entries watch it: the instances the class's __call__ checks.
 _hooked: dict[int, int] = {}
-# class -> [open entries on its instances, gradguard's __call__, what that calls under it]
-_class_calls: dict[type, list[Any]] = {}
-# Classes whose __call__ other code wrapped on top of ours while it was given: ours stays under
-# theirs (it passes every call straight on) and is used again by the next scope.
-_stuck_calls: dict[type, list[Any]] = {}
 
 
-def _watching_call(cls: type, inner: _layers.Inner) -> Callable[..., Any]:
+class _ClassLayer:
+    """gradguard's ``__call__`` on one class, and how many open scope entries its instances hold.
+
+    ``parked``: no scope is open on the class, and the layer is still on it, passing every call
+    straight on; the next scope uses it again, and the first call of an instance outside any
+    scope on the class takes it off (:func:`_unpark`). Written under :data:`_hook_lock` only;
+    the layer reads it without the lock, and :func:`_unpark` reads it again under the lock.
+    """
+
+    __slots__ = ("inner", "layer", "open", "parked")
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.parked = False
+        self.layer: Any = None
+        self.inner: Any = None  # an _layers.Inner once the layer is made
+
+
+# Classes with gradguard's __call__ on them: a scope open on one of their instances, or parked.
+_class_calls: dict[type, _ClassLayer] = {}
+# Classes whose __call__ other code wrapped on top of ours when it was to come off: ours stays
+# under theirs (it passes every call straight on) and is used again by the next scope.
+_stuck_calls: dict[type, _ClassLayer] = {}
+
+
+def _watching_call(cls: type, state: _ClassLayer, inner: _layers.Inner) -> Callable[..., Any]:
     """A ``__call__`` for ``cls``: the class's own call, then GG001 for an open scope's root."""
     # The class above that defines __call__ is asked at every call, not remembered: torch.fx
     # patches nn.Module.__call__ while it traces.
@@ -303,9 +323,12 @@ def _watching_call(cls: type, inner: _layers.Inner) -> Callable[..., Any]:
     def __call__(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         own = inner.own
         call = owner.__call__ if own is _layers.ABSENT else own
-        # Compiling first: torch.compile traces this function and must see only the call.
+        # Compiling first: torch.compile traces this function and must see only the call (and
+        # a class is never changed while it compiles).
         if _is_compiling():
             return call(self, *args, **kwargs)
+        if state.parked:
+            _unpark(cls, state)
         output = call(self, *args, **kwargs)
         if _grad_enabled() and id(self) in hooked:
             _forward_hook(self, args, output)
@@ -314,12 +337,41 @@ def _watching_call(cls: type, inner: _layers.Inner) -> Callable[..., Any]:
     return __call__
 
 
+def _unpark(cls: type, state: _ClassLayer) -> None:
+    """Take the parked layer ``state`` off ``cls``: one of its instances ran outside any scope.
+
+    A training loop after a validation scope pays this once, at its first forward, and then runs
+    on the class's own ``__call__``. Never waits: while another thread enters or leaves a scope,
+    the lock is busy and a later call takes the layer off (it passes calls on until then).
+    """
+    if not _hook_lock.acquire(blocking=False):
+        return
+    try:
+        if state.parked:  # else a scope opened on the class since the layer looked, or it is off
+            _take_off_parked(cls, state)
+    finally:
+        _hook_lock.release()
+
+
+def _take_off_parked(cls: type, state: _ClassLayer) -> None:
+    """Take the parked layer off ``cls`` (under :data:`_hook_lock`); kept inert if it cannot."""
+    state.parked = False
+    del _class_calls[cls]
+    try:
+        removed = _layers.take_off(cls, state.layer, state.inner)
+    except Exception:  # a class refusing the change keeps ours, inert: the call goes on
+        removed = False
+    if not removed:
+        _stuck_calls[cls] = state
+
+
 def hook_roots(modules: tuple[nn.Module, ...]) -> list[tuple[int, type]]:
     """Watch each of ``modules`` for GG001 until :func:`unhook_roots` (counted per instance).
 
     Nothing is put on the models (a model saved, pickled or copied inside the scope is what it
     is outside): while a scope is open on an instance, its class has gradguard's ``__call__``,
-    which checks the output of the watched instances only and passes others straight on.
+    which checks the output of the watched instances only and passes others straight on. A
+    layer parked on the class by an earlier scope is used again: the class is not changed.
     """
     hooked: list[tuple[int, type]] = []
     with _hook_lock:
@@ -329,21 +381,32 @@ def hook_roots(modules: tuple[nn.Module, ...]) -> list[tuple[int, type]]:
                 continue  # a bare Module has no forward; every model's calls would pay for it
             key = id(root)
             _hooked[key] = _hooked.get(key, 0) + 1
-            entry = _class_calls.get(cls)
-            if entry is None:
-                entry = _stuck_calls.pop(cls, None)
-                if entry is None:
-                    # The class gets ours while watched.
-                    layer, inner = _layers.put_on(cls, functools.partial(_watching_call, cls))
-                    entry = [0, layer, inner]
-                _class_calls[cls] = entry
-            entry[0] += 1
+            state = _class_calls.get(cls) or _stuck_calls.pop(cls, None)
+            if state is not None and not state.open and not _layers.reaches(cls, state.layer):
+                # Other code put back the call it found under our idle layer (a
+                # mock.patch.object of __call__ ending): that layer is called no more.
+                _class_calls.pop(cls, None)
+                _layers.forget(state.layer)
+                state = None
+            if state is None:
+                state = _ClassLayer()
+                state.layer, state.inner = _layers.put_on(
+                    cls, functools.partial(_watching_call, cls, state)
+                )
+            _class_calls[cls] = state
+            state.open += 1
+            state.parked = False
             hooked.append((key, cls))
     return hooked
 
 
 def unhook_roots(hooked: list[tuple[int, type]]) -> None:
-    """Undo :func:`hook_roots` (from any thread); the last scope gives the class its call back."""
+    """Undo :func:`hook_roots` (from any thread).
+
+    The last scope on a class leaves its layer parked there: changing a class costs every call
+    site that depends on it its specialisation, so a loop of scopes changes it once. The first
+    call of an instance outside any scope on the class gives the class its call back.
+    """
     with _hook_lock:
         for key, cls in hooked:
             count = _hooked[key] - 1
@@ -351,13 +414,21 @@ def unhook_roots(hooked: list[tuple[int, type]]) -> None:
                 _hooked[key] = count
             else:
                 del _hooked[key]
-            entry = _class_calls[cls]
-            entry[0] -= 1
-            if entry[0]:
-                continue
-            del _class_calls[cls]
-            if not _layers.take_off(cls, entry[1], entry[2]):
-                _stuck_calls[cls] = entry
+            state = _class_calls[cls]
+            state.open -= 1
+            if not state.open:
+                state.parked = True
+
+
+def take_off_parked() -> None:
+    """Take every parked layer off its class now, as a call outside the scopes would.
+
+    For test suites that start each test from the classes as they were defined. Layers of open
+    scopes stay.
+    """
+    with _hook_lock:
+        for cls, state in [(c, s) for c, s in _class_calls.items() if s.parked]:
+            _take_off_parked(cls, state)
 
 
 def hooked_roots() -> list[nn.Module]:

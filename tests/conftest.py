@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import gradguard
+from gradguard import _scopes
 from gradguard.testing import assert_no_holds
 
 pytest_plugins = ["pytester"]
@@ -42,4 +43,7 @@ def _clean_gradguard_state() -> Iterator[None]:
     yield
     gradguard.configure(strict=None)
     gradguard.clear_findings()
+    # A scope's layer stays parked on its class until a call outside the scopes: the next test
+    # starts from the classes as defined, whatever this one called last.
+    _scopes.take_off_parked()
     assert_no_holds(grad_enabled=grad_before)

@@ -118,7 +118,8 @@ def test_pickle_and_deepcopy_inside_evaluating_are_those_of_the_model_outside(
 def test_graph_inside_evaluating_is_still_reported_and_class_call_given_back(
     classifier: nn.Module,
 ) -> None:
-    """GG001 still fires for the scope's model, not for a copy, and the class is as before."""
+    """GG001 still fires for the scope's model, not for a copy, and the class is as before once
+    the model runs outside the scope."""
     cls = type(classifier)
     own = cls.__dict__.get("__call__")
     with gradguard.evaluating(classifier):
@@ -127,5 +128,6 @@ def test_graph_inside_evaluating_is_still_reported_and_class_call_given_back(
             twin(torch.randn(3, 4))  # not the scope's model: no finding
             with pytest.warns(gradguard.GraphInInferenceWarning, match="Classifier ran forward"):
                 classifier(torch.randn(3, 4))
+    classifier(torch.randn(3, 4))  # the first call outside a scope takes the parked layer off
     assert cls.__dict__.get("__call__") is own
     assert not classifier._forward_hooks

@@ -91,7 +91,8 @@ def test_unwatch_without_other_tools_restores_silently() -> None:
 @pytest.mark.parametrize("order", ["unwatch-inside-scope", "scope-exit-inside-watch"])
 def test_scope_and_watchdog_layers_on_one_class_come_off_in_any_order(order: str) -> None:
     """A scope's and the watchdog's __call__ layers on one class: either removed first, the
-    class gets its own call back, with no warning that other code wrapped it."""
+    class gets its own call back (the scope's at the first call outside it), with no warning
+    that other code wrapped it."""
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout())
     cls = torch.nn.Sequential
     assert "__call__" not in vars(cls)
@@ -107,6 +108,7 @@ def test_scope_and_watchdog_layers_on_one_class_come_off_in_any_order(order: str
                 handle = gradguard.watch()
                 model.eval()  # noted by the watchdog while the scope's layer is on the class
             handle.close()
+        model(torch.randn(2, 4))
     assert "__call__" not in vars(cls)
     assert cls.__call__ is torch.nn.Module.__call__
     fresh = torch.nn.Sequential(torch.nn.Linear(2, 2))

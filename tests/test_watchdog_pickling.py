@@ -234,7 +234,7 @@ def test_copies_share_and_keep_nothing_of_the_watchdog(copier: object) -> None:
 
 # Defines its models in __main__ (as a script does), so cloudpickle copies their classes by value,
 # class dict and all, the way Ray, Dask and submitit send a script's model to a worker. argv:
-# output file, then "watch" or "scope".
+# output file, then "watch", "scope" or "parked" (after a scope, its layer still on the classes).
 SEND_BY_VALUE = """
 import sys
 import cloudpickle
@@ -269,9 +269,14 @@ if sys.argv[2] == "watch":
             with torch.no_grad():
                 model(x)
         blob = cloudpickle.dumps(models)
-else:
+elif sys.argv[2] == "scope":
     with gradguard.evaluating(*models):
         blob = cloudpickle.dumps(models)
+else:
+    with gradguard.evaluating(*models):
+        pass
+    assert all("__call__" in vars(type(model)) for model in models)
+    blob = cloudpickle.dumps(models)
 with open(sys.argv[1], "wb") as out:
     out.write(blob)
 with torch.no_grad():
@@ -298,7 +303,7 @@ def _python(folder: Path, *args: str) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize("layer", ["watch", "scope"])
+@pytest.mark.parametrize("layer", ["watch", "scope", "parked"])
 def test_a_scripts_model_sent_by_value_to_a_worker_works_there(tmp_path: Path, layer: str) -> None:
     """cloudpickle copies a __main__ class with gradguard's __call__ on it: the copy calls on."""
     pytest.importorskip("cloudpickle")
@@ -317,7 +322,8 @@ class OwnCall(nn.Linear):
 
 
 def test_layers_leave_no_name_and_no_kept_call_behind() -> None:
-    """What lets a copied class call on is taken away with the last layer on the class."""
+    """What lets a copied class call on is taken away with the last layer on the class (the
+    scope's, parked after it, at the first call outside it)."""
     from gradguard import _layers
 
     own = OwnCall.__dict__["__call__"]
@@ -333,6 +339,7 @@ def test_layers_leave_no_name_and_no_kept_call_behind() -> None:
         assert len(names()) == len(before) + 2
         x = torch.ones(1, 2)
         torch.testing.assert_close(model(x), 2 * nn.Linear.__call__(model, x))
+    torch.testing.assert_close(model(x), 2 * nn.Linear.__call__(model, x))
     assert OwnCall.__dict__["__call__"] is own
     assert _layers.OWN not in OwnCall.__dict__
     assert names() == before
