@@ -482,23 +482,24 @@ def test_correct_evaluation(model):
 """
 
 
+# What the plugin says of WATCHDOG_TESTS' two mistakes, each after the test that made it.
+WATCHDOG_GG002 = [
+    "*gradguard: test_loop.py::test_validation_without_eval caused:",
+    "*test_loop.py:11: GG002 train-mode-without-grad: Sequential is in training mode*",
+]
+WATCHDOG_GG001 = [
+    "*gradguard: test_loop.py::test_inference_without_no_grad caused:",
+    "*test_loop.py:15: GG001 graph-in-inference: Sequential is in eval mode*",
+]
+
+
 def test_watchdog_findings_fail_the_test_that_made_them(pytester: pytest.Pytester) -> None:
     """GG002 and GG001 from the watchdog fail exactly the tests whose code made them."""
     pytester.makepyfile(test_loop=WATCHDOG_TESTS)
     result = pytester.runpytest("--gradguard")
     result.assert_outcomes(failed=2, passed=2)
-    result.stdout.fnmatch_lines(
-        [
-            "*gradguard: test_loop.py::test_validation_without_eval caused:",
-            "*test_loop.py:11: GG002 train-mode-without-grad: Sequential is in training mode*",
-        ]
-    )
-    result.stdout.fnmatch_lines(
-        [
-            "*gradguard: test_loop.py::test_inference_without_no_grad caused:",
-            "*test_loop.py:15: GG001 graph-in-inference: Sequential is in eval mode*",
-        ]
-    )
+    result.stdout.fnmatch_lines(WATCHDOG_GG002)
+    result.stdout.fnmatch_lines(WATCHDOG_GG001)
     result.stdout.fnmatch_lines(
         [
             "FAILED test_loop.py::test_validation_without_eval - *",
@@ -516,14 +517,7 @@ def test_findings_keep_the_short_form_where_warnings_are_errors(
     pytester.makepyfile(test_loop=WATCHDOG_TESTS)
     result = pytester.runpytest("--gradguard")
     result.assert_outcomes(failed=2, passed=2)
-    result.stdout.fnmatch_lines(
-        [
-            "*gradguard: test_loop.py::test_validation_without_eval caused:",
-            "*test_loop.py:11: GG002 train-mode-without-grad: Sequential is in training mode*",
-            "*gradguard: test_loop.py::test_inference_without_no_grad caused:",
-            "*test_loop.py:15: GG001 graph-in-inference: Sequential is in eval mode*",
-        ]
-    )
+    result.stdout.fnmatch_lines(WATCHDOG_GG002 + WATCHDOG_GG001)
     output = result.stdout.str()
     assert "_watchdog" not in output and "_findings.py" not in output
     assert "TrainModeWithoutGradWarning" not in output
