@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import gradguard
-from gradguard import _layers, evaluating
+from gradguard import _layers, _scopes, evaluating
 
 
 class _Counting(type):
@@ -314,12 +314,12 @@ def test_a_parked_layer_wrapped_by_other_code_comes_off_once_the_wrapper_is_gone
     model(X)
     assert "__call__" not in vars(cls)
     assert _layer_names() == names
-    with evaluating(model):
-        with (
-            torch.enable_grad(),
-            pytest.warns(gradguard.GraphInInferenceWarning, match="Wrapped ran forward"),
-        ):
-            model(X)
+    with (
+        evaluating(model),
+        torch.enable_grad(),
+        pytest.warns(gradguard.GraphInInferenceWarning, match="Wrapped ran forward"),
+    ):
+        model(X)
     model(X)
     assert "__call__" not in vars(cls)
     assert _layer_names() == names
@@ -335,6 +335,6 @@ def test_take_off_parked_takes_off_a_layer_that_other_code_wrapped_and_unwrapped
     parked = vars(cls)["__call__"]
     with mock.patch.object(cls, "__call__", lambda self, *a, **k: parked(self, *a, **k)):
         model(X)
-    gradguard._scopes.take_off_parked()
+    _scopes.take_off_parked()
     assert "__call__" not in vars(cls)
     assert _layer_names() == names
