@@ -338,3 +338,24 @@ def test_take_off_parked_takes_off_a_layer_that_other_code_wrapped_and_unwrapped
     _scopes.take_off_parked()
     assert "__call__" not in vars(cls)
     assert _layer_names() == names
+
+
+def test_a_class_refusing_to_lose_the_layer_is_asked_once() -> None:
+    """A class that refuses to have its ``__call__`` taken off keeps the layer, inert: later
+    calls run through it without asking the class again."""
+    attempts: list[str] = []
+
+    class Refusing(_Counting):
+        def __delattr__(cls, name: str) -> None:
+            if name == "__call__":
+                attempts.append(name)
+                raise TypeError("this class keeps its __call__")
+            super().__delattr__(name)
+
+    cls = Refusing("Refused", (_model_class("RefusedBase"),), {})
+    model = cls()
+    with evaluating(model):
+        model(X)
+    for _ in range(3):
+        assert model(X).shape == X.shape
+    assert attempts == ["__call__"]
