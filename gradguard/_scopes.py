@@ -365,7 +365,9 @@ def _take_off_parked(cls: type, state: _ClassLayer) -> None:
     try:
         removed = _layers.take_off(cls, state.layer, state.inner)
     except Exception:  # a class refusing the change keeps ours, inert: the call goes on
-        removed = False
+        state.parked = state.stuck = False
+        _stuck_calls[cls] = state
+        return
     if removed:
         state.parked = state.stuck = False
         if _stuck_calls.get(cls) is state:
