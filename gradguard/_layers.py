@@ -61,7 +61,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _is_layer(call: Any) -> bool:
+def is_layer(call: Any) -> bool:
+    """Whether ``call`` is one of gradguard's layers."""
     return hasattr(call, "_gradguard_inner")
 
 
@@ -83,7 +84,7 @@ def put_on(cls: type, make: Callable[[Inner], Callable[..., Any]]) -> tuple[Any,
     layer.__module__ = __name__
     layer.__qualname__ = name
     globals()[name] = layer
-    if inner.own is not ABSENT and not _is_layer(inner.own):
+    if inner.own is not ABSENT and not is_layer(inner.own):
         setattr(cls, OWN, inner.own)
     cls.__call__ = layer  # type: ignore[method-assign]
     return layer, inner
@@ -113,7 +114,7 @@ def take_off(cls: type, layer: Any, inner: Inner) -> bool:
             delattr(cls, "__call__")
         else:
             cls.__call__ = inner.own  # type: ignore[method-assign]
-        if not _is_layer(inner.own) and OWN in cls.__dict__:
+        if not is_layer(inner.own) and OWN in cls.__dict__:
             delattr(cls, OWN)  # the last layer is off: the class's own call is in its place
         forget(layer)
         return True

@@ -293,15 +293,18 @@ class _ClassLayer:
 
     ``parked``: no scope is open on the class, and the layer is still on it, passing every call
     straight on; the next scope uses it again, and the first call of an instance outside any
-    scope on the class takes it off (:func:`_unpark`). Written under :data:`_hook_lock` only;
-    the layer reads it without the lock, and :func:`_unpark` reads it again under the lock.
+    scope on the class takes it off (:func:`_unpark`). ``stuck``: parked under other code's
+    ``__call__``, which keeps it on; it comes off at the first call once that code put it back
+    on top (as a ``mock.patch.object`` ending does). Written under :data:`_hook_lock` only;
+    the layer reads them without the lock, and :func:`_unpark` reads them again under the lock.
     """
 
-    __slots__ = ("inner", "layer", "open", "parked")
+    __slots__ = ("inner", "layer", "open", "parked", "stuck")
 
     def __init__(self) -> None:
         self.open = 0
         self.parked = False
+        self.stuck = False
         self.layer: Any = None
         self.inner: Any = None  # an _layers.Inner once the layer is made
 
@@ -344,6 +347,8 @@ def _unpark(cls: type, state: _ClassLayer) -> None:
     on the class's own ``__call__``. Never waits: while another thread enters or leaves a scope,
     the lock is busy and a later call takes the layer off (it passes calls on until then).
     """
+    if state.stuck and not _layers.is_layer(cls.__dict__.get("__call__")):
+        return  # other code's call is still on top: the lock is not asked for at every call
     if not _hook_lock.acquire(blocking=False):
         return
     try:
@@ -355,13 +360,21 @@ def _unpark(cls: type, state: _ClassLayer) -> None:
 
 def _take_off_parked(cls: type, state: _ClassLayer) -> None:
     """Take the parked layer off ``cls`` (under :data:`_hook_lock`); kept inert if it cannot."""
-    state.parked = False
-    del _class_calls[cls]
+    if _class_calls.get(cls) is state:
+        del _class_calls[cls]
     try:
         removed = _layers.take_off(cls, state.layer, state.inner)
     except Exception:  # a class refusing the change keeps ours, inert: the call goes on
-        removed = False
-    if not removed:
+        state.parked = state.stuck = False
+        _stuck_calls[cls] = state
+        return
+    if removed:
+        state.parked = state.stuck = False
+        if _stuck_calls.get(cls) is state:
+            del _stuck_calls[cls]
+    elif not state.stuck:
+        # Still parked: tried again at a call once the other code's layer is gone.
+        state.stuck = True
         _stuck_calls[cls] = state
 
 
@@ -395,7 +408,7 @@ def hook_roots(modules: tuple[nn.Module, ...]) -> list[tuple[int, type]]:
                 )
             _class_calls[cls] = state
             state.open += 1
-            state.parked = False
+            state.parked = state.stuck = False
             hooked.append((key, cls))
     return hooked
 
@@ -428,6 +441,8 @@ def take_off_parked() -> None:
     """
     with _hook_lock:
         for cls, state in [(c, s) for c, s in _class_calls.items() if s.parked]:
+            _take_off_parked(cls, state)
+        for cls, state in list(_stuck_calls.items()):
             _take_off_parked(cls, state)
 
 

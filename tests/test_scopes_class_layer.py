@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import gradguard
-from gradguard import _layers, evaluating
+from gradguard import _layers, _scopes, evaluating
 
 
 class _Counting(type):
@@ -289,3 +289,73 @@ def test_a_parked_layer_taken_off_by_other_code_is_replaced_by_the_next_scope() 
     model(X)
     assert "__call__" not in vars(cls)
     assert _layer_names() == names
+
+
+def test_a_parked_layer_wrapped_by_other_code_comes_off_once_the_wrapper_is_gone() -> None:
+    """Other code wraps the class's ``__call__`` over the parked layer and, done, puts the layer
+    back where it found it: the next call outside a scope gives the class its own call back."""
+    cls = _model_class("Wrapped")
+    model = cls()
+    names = _layer_names()
+    with evaluating(model):
+        model(X)
+    parked = vars(cls)["__call__"]
+    calls: list[str] = []
+
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        calls.append("wrapped")
+        return parked(self, *args, **kwargs)
+
+    with mock.patch.object(cls, "__call__", wrapper):
+        model(X)  # ours, under the wrapper, cannot come off: it passes the call on
+        model(X)
+    assert calls == ["wrapped", "wrapped"]
+    assert vars(cls)["__call__"] is parked  # the patch put back what it found
+    model(X)
+    assert "__call__" not in vars(cls)
+    assert _layer_names() == names
+    with (
+        evaluating(model),
+        torch.enable_grad(),
+        pytest.warns(gradguard.GraphInInferenceWarning, match="Wrapped ran forward"),
+    ):
+        model(X)
+    model(X)
+    assert "__call__" not in vars(cls)
+    assert _layer_names() == names
+
+
+def test_take_off_parked_takes_off_a_layer_that_other_code_wrapped_and_unwrapped() -> None:
+    """``take_off_parked`` (between tests) leaves no layer that a finished wrapper put back."""
+    cls = _model_class("Unwrapped")
+    model = cls()
+    names = _layer_names()
+    with evaluating(model):
+        model(X)
+    parked = vars(cls)["__call__"]
+    with mock.patch.object(cls, "__call__", lambda self, *a, **k: parked(self, *a, **k)):
+        model(X)
+    _scopes.take_off_parked()
+    assert "__call__" not in vars(cls)
+    assert _layer_names() == names
+
+
+def test_a_class_refusing_to_lose_the_layer_is_asked_once() -> None:
+    """A class that refuses to have its ``__call__`` taken off keeps the layer, inert: later
+    calls run through it without asking the class again."""
+    attempts: list[str] = []
+
+    class Refusing(_Counting):
+        def __delattr__(cls, name: str) -> None:
+            if name == "__call__":
+                attempts.append(name)
+                raise TypeError("this class keeps its __call__")
+            super().__delattr__(name)
+
+    cls = Refusing("Refused", (_model_class("RefusedBase"),), {})
+    model = cls()
+    with evaluating(model):
+        model(X)
+    for _ in range(3):
+        assert model(X).shape == X.shape
+    assert attempts == ["__call__"]
