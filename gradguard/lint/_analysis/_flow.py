@@ -912,6 +912,24 @@ class FunctionFlow:
         """On this path the receiver's mode is no longer the one it had at the entry."""
         state.modes[touched(key)] = frozenset({CHANGED})
 
+    def _touch_unfollowed(self, node: ast.Call, key: str | None, state: State) -> None:
+        """A ``train()``/``eval()`` whose model this pass cannot name sets the entry modes.
+
+        On a local that is not a receiver handed in (``for part in (model,): part.train()``) it
+        may be one of them; called unbound (``nn.Module.train(model)``), its argument is the
+        model. Either way the mode at a later step is not the one given at the entry.
+        """
+        if key is not None and self._entry_receiver(key) and not node.args:
+            return
+        if key is None or not self._entry_receiver(key):
+            for param in self.params:
+                self._touch(state, param)
+            self._touch(state, GLOBALS)
+        for arg in node.args:
+            given = receiver_key(arg)
+            if given is not None and self._entry_receiver(given):
+                self._touch(state, given)
+
     def _entry_receiver(self, key: str) -> bool:
         """Whether a receiver may be one this function was handed (a parameter or a global)."""
         root = key.split(".", 1)[0]
@@ -930,6 +948,8 @@ class FunctionFlow:
             self._touch(state, key)
 
     def mode_call(self, node: ast.Call, key: str | None, attr: str, state: State) -> None:
+        if self.records:
+            self._touch_unfollowed(node, key, state)
         arity = len(node.args) + len(node.keywords)
         if (attr == "eval" and arity) or arity > 1:
             return  # not nn.Module's eval()/train(mode): a class's own method of that name
